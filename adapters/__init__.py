@@ -1,0 +1,1 @@
+"""Thin adapters that mount the webhook core in ASGI and WSGI applications."""

@@ -1,0 +1,91 @@
+"""WSGI middleware: ``flask_app.wsgi_app = WebhookMiddleware(flask_app.wsgi_app, webhook=wa)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from wa_middleware.errors import ConfigurationError, WebhookError
+from wa_middleware.webhook import Webhook
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from wa_middleware.core import Response
+
+__all__ = ["WebhookMiddleware"]
+
+
+class WebhookMiddleware:
+    """Serve ``POST webhook.path`` in front of any WSGI app; everything else passes through.
+
+    :param app: the wrapped WSGI application.
+    :param webhook: the `Webhook` to serve.
+    """
+
+    def __init__(self, app: WSGIApplication, webhook: Webhook) -> None:
+        if not isinstance(webhook, Webhook):
+            raise ConfigurationError(f"webhook must be a wa_middleware.Webhook, not {webhook!r}")
+        self.app = app
+        self.webhook = webhook
+        self.core = webhook.core
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if not self.core.matches(environ.get("PATH_INFO", "")):
+            return self.app(environ, start_response)
+        try:
+            response = self._handle(environ)
+        except WebhookError as exc:
+            response = self.core.reject(exc)
+        except Exception as exc:  # a bug must still not become a 200 or a traceback
+            response = self.core.internal_error(exc)
+        start_response(f"{response.status} {_REASONS.get(response.status, '')}".rstrip(), list(response.headers))
+        return [response.body]
+
+    def _handle(self, environ: WSGIEnvironment) -> Response:
+        core = self.core
+        headers = {
+            key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
+        }
+        raw_length = environ.get("CONTENT_LENGTH") or ""
+        content_length: int | None = None
+        if raw_length:
+            content_length = int(raw_length) if raw_length.isdigit() else -1
+            headers["content-length"] = raw_length
+        if environ.get("CONTENT_TYPE"):
+            headers["content-type"] = environ["CONTENT_TYPE"]
+        early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length)
+        if early is not None:
+            return early
+        body = _read_body(environ, content_length, core.max_body_size)
+        if body is None:
+            return core.too_large()
+        job = core.finish(headers, body)
+        self.webhook.sync_enqueuer().enqueue(job.message_id, job.data)
+        return core.accepted(job)
+
+
+def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int) -> bytes | None:
+    """Read at most ``cap`` bytes; None when the body is larger.
+
+    Without Content-Length the stream is only read when the server says it is terminated
+    (``wsgi.input_terminated``); otherwise the body counts as empty, as PEP 3333 requires.
+    """
+    stream = environ["wsgi.input"]
+    if content_length is not None:
+        return bytes(stream.read(content_length)) if content_length else b""
+    if not environ.get("wsgi.input_terminated"):
+        return b""
+    body = stream.read(cap + 1)
+    return None if len(body) > cap else bytes(body)
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    503: "Service Unavailable",
+}

@@ -1,0 +1,50 @@
+"""Receive WhatsApp Business webhooks in any ASGI or WSGI app; run callbacks in dramatiq workers."""
+
+from ._version import __version__
+from .auth import Auth, BasicAuth, NoAuth
+from .decode import Event, decode_delivery
+from .errors import (
+    AuthError,
+    ConfigurationError,
+    PayloadError,
+    PayloadTooLarge,
+    QueueUnavailable,
+    WebhookError,
+)
+from .models import (
+    Change,
+    Contact,
+    Error,
+    EventContext,
+    Message,
+    Metadata,
+    Status,
+)
+from .webhook import Webhook
+
+__all__ = [
+    # Errors
+    "AuthError",
+    "ConfigurationError",
+    "PayloadError",
+    "PayloadTooLarge",
+    "QueueUnavailable",
+    "WebhookError",
+    # Auth
+    "Auth",
+    "BasicAuth",
+    "NoAuth",
+    # Events
+    "Change",
+    "Contact",
+    "Error",
+    "Event",
+    "EventContext",
+    "Message",
+    "Metadata",
+    "Status",
+    "decode_delivery",
+    # The endpoint
+    "Webhook",
+    "__version__",
+]

@@ -1,0 +1,192 @@
+"""The sans-IO request core shared by the ASGI and WSGI adapters.
+
+The adapters move bytes; every decision (path, method, auth, size cap, JSON check, status
+codes, the message handed to the queue) is taken here, so the two adapters cannot drift.
+The flow an adapter follows::
+
+    if not core.matches(path): pass through to the wrapped app
+    response = core.start(method, headers, content_length)   # 405 / 401 / 413, or None
+    ... read at most core.max_body_size bytes ...            # core.too_large() past the cap
+    job = core.finish(headers, body)                         # raises WebhookError -> core.reject(exc)
+    ... enqueue job.data under job.message_id, bounded by core.enqueue_timeout ...
+    return core.accepted(job)                                # or core.reject(QueueUnavailable())
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from .auth import Auth
+from .errors import (
+    AuthError,
+    MethodNotAllowed,
+    PayloadError,
+    PayloadTooLarge,
+    QueueUnavailable,
+    RequestTimeout,
+    WebhookError,
+)
+
+__all__ = ["Core", "Job", "Response"]
+
+logger = logging.getLogger("wa_middleware.request")
+
+
+@dataclass(frozen=True)
+class Response:
+    """A complete HTTP answer: status, headers (``str`` pairs) and body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    #: The same headers as ASGI wants them, computed once since responses are constants.
+    raw_headers: list[tuple[bytes, bytes]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
+        object.__setattr__(self, "raw_headers", raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What the adapter hands to the queue: one dramatiq message carrying the whole delivery."""
+
+    message_id: str
+    data: bytes
+
+
+class _AnyObject(msgspec.Struct):
+    """Decoding into a field-less struct parses the whole document but builds nothing:
+    it proves the body is one well-formed JSON object at a fraction of a full decode's cost."""
+
+
+_object_decoder = msgspec.json.Decoder(_AnyObject)
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def _json_response(status: int, payload: dict[str, object], extra: tuple[tuple[str, str], ...] = ()) -> Response:
+    body = msgspec.json.encode(payload)
+    headers = (("content-type", "application/json"), ("content-length", str(len(body))), *extra)
+    return Response(status, headers, body)
+
+
+class Core:
+    """Policy of the webhook endpoint, free of any I/O.
+
+    :param path: the exact path served (other paths pass through).
+    :param auth: the auth scheme.
+    :param max_body_size: body cap in bytes (413 above it).
+    :param queue_name: dramatiq queue the deliveries go to.
+    :param actor_name: dramatiq actor that decodes and dispatches a delivery.
+    :param enqueue_timeout: seconds the broker has to acknowledge a write.
+    :param retry_after: seconds advertised in ``Retry-After`` on a 503.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        auth: Auth,
+        max_body_size: int,
+        queue_name: str,
+        actor_name: str,
+        enqueue_timeout: float,
+        retry_after: int = 5,
+    ) -> None:
+        self.path = path
+        self.auth = auth
+        self.max_body_size = max_body_size
+        self.queue_name = queue_name
+        self.actor_name = actor_name
+        self.enqueue_timeout = enqueue_timeout
+        self.body_timeout = 10.0
+
+        challenge = (("www-authenticate", auth.challenge),) if auth.challenge else ()
+        self._ok = _json_response(200, {"status": "stored"})
+        self._responses: dict[type[WebhookError], Response] = {
+            AuthError: _json_response(401, {"error": "unauthorized"}, challenge),
+            MethodNotAllowed: _json_response(405, {"error": "method not allowed"}, (("allow", "POST"),)),
+            PayloadError: _json_response(400, {"error": "body is not a JSON object"}),
+            PayloadTooLarge: _json_response(413, {"error": f"body larger than {max_body_size} bytes"}),
+            RequestTimeout: _json_response(408, {"error": "body not received in time"}, (("connection", "close"),)),
+            QueueUnavailable: _json_response(
+                503, {"error": "queue unavailable, retry later"}, (("retry-after", str(retry_after)),)
+            ),
+        }
+
+    def matches(self, path: str) -> bool:
+        """True when this request is ours; anything else goes to the wrapped app untouched."""
+        return path == self.path
+
+    def start(self, method: str, headers: Mapping[str, str], content_length: int | None) -> Response | None:
+        """Decide what can be decided before the body is read; None means "read the body".
+
+        :param headers: request headers with lower-case names.
+        :param content_length: the parsed ``Content-Length``, or None when absent; -1 when invalid.
+        """
+        if method != "POST":
+            return self.reject(MethodNotAllowed())
+        if not self.auth.needs_body and not self.auth.verify(headers, None):
+            return self.reject(AuthError())
+        if content_length is not None:
+            if content_length < 0:
+                return self.reject(PayloadError("invalid Content-Length"))
+            if content_length > self.max_body_size:
+                return self.reject(PayloadTooLarge())
+        return None
+
+    def too_large(self) -> Response:
+        """The answer when the body grew past the cap while being read."""
+        return self.reject(PayloadTooLarge())
+
+    def finish(self, headers: Mapping[str, str], body: bytes) -> Job:
+        """Check the complete body and build the queue message; raises a `WebhookError`."""
+        if self.auth.needs_body and not self.auth.verify(headers, body):
+            raise AuthError()
+        try:
+            _object_decoder.decode(body)
+        except msgspec.DecodeError:
+            raise PayloadError() from None
+        message_id = str(uuid.uuid4())
+        now = int(time.time() * 1000)
+        # The exact shape of dramatiq's Message.asdict(), so a stock dramatiq worker consumes it.
+        data = _encode(
+            {
+                "queue_name": self.queue_name,
+                "actor_name": self.actor_name,
+                "args": [body, now, message_id],
+                "kwargs": {},
+                "options": {"redis_message_id": message_id},
+                "message_id": message_id,
+                "message_timestamp": now,
+            }
+        )
+        return Job(message_id, data)
+
+    def accepted(self, job: Job) -> Response:
+        """The 200, to be sent only once the broker acknowledged ``job``."""
+        return self._ok
+
+    def reject(self, exc: WebhookError) -> Response:
+        """Map an error to its one response, and log why without secrets or body."""
+        response = self._responses.get(type(exc))
+        if response is None:
+            for cls, candidate in self._responses.items():
+                if isinstance(exc, cls):
+                    response = candidate
+                    break
+            else:
+                response = self._responses[QueueUnavailable]
+        logger.warning("webhook rejected: status=%d reason=%s", response.status, type(exc).__name__)
+        return response
+
+    def internal_error(self, exc: BaseException) -> Response:
+        """Last resort for a bug: a 503 so the sender redelivers later; never a 200, never a traceback."""
+        logger.error("webhook internal error: %s", type(exc).__name__, exc_info=exc)
+        return self._responses[QueueUnavailable]

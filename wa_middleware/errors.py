@@ -1,0 +1,50 @@
+"""One error tree for the request path; each error maps to exactly one HTTP status."""
+
+from __future__ import annotations
+
+
+class WebhookError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+    #: The HTTP status the request path answers with for this error.
+    status: int = 500
+
+
+class ConfigurationError(WebhookError, ValueError):
+    """The `Webhook` or an adapter was configured wrongly; raised at start-up, never per request."""
+
+
+class AuthError(WebhookError):
+    """The delivery did not carry valid credentials."""
+
+    status = 401
+
+
+class MethodNotAllowed(WebhookError):
+    """The webhook path was called with a method it does not serve."""
+
+    status = 405
+
+
+class PayloadError(WebhookError):
+    """The body is not a JSON object (or not a delivery the decoder can read)."""
+
+    status = 400
+
+
+class PayloadTooLarge(WebhookError):
+    """The body is larger than the configured cap."""
+
+    status = 413
+
+
+class RequestTimeout(WebhookError):
+    """The client took too long to send the body."""
+
+    status = 408
+
+
+class QueueUnavailable(WebhookError):
+    """The broker did not acknowledge the write in time: the sender must retry later."""
+
+    status = 503

@@ -1,0 +1,348 @@
+"""`Webhook`: configuration, callback decorators, and the lazily bound broker and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import msgspec
+
+from .auth import Auth, NoAuth
+from .callbacks import Callback, Registry
+from .core import Core
+from .decode import Event, EventKind, decode_delivery
+from .embedded import DEFAULT_DATA_DIR, ensure_server
+from .enqueue import AsyncEnqueuer, SyncEnqueuer
+from .errors import ConfigurationError
+from .models import Change, Error, EventContext, Message, Status
+
+if TYPE_CHECKING:
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+__all__ = ["Webhook"]
+
+logger = logging.getLogger("wa_middleware")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EVENT_TYPES: dict[str, type[Any]] = {"message": Message, "status": Status, "error": Error, "change": Change}
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class Webhook:
+    """A WhatsApp webhook endpoint: what to accept, where to store it, which callbacks to run.
+
+    :param auth: how deliveries authenticate, e.g. ``BasicAuth("user", "pass")``. Required:
+        pass ``NoAuth()`` to accept unauthenticated deliveries knowingly.
+    :param path: the path the middleware serves (``POST`` only).
+    :param broker_url: Redis URL of the dramatiq broker. None: ``WA_BROKER_URL``, else the
+        embedded Valkey server kept in ``data_dir``.
+    :param max_body_size: body cap in bytes; larger bodies get a 413.
+    :param enqueue_timeout: seconds Redis has to acknowledge a delivery before the answer is a 503.
+    :param queue_name: the dramatiq queue deliveries go to.
+    :param namespace: dramatiq's Redis key prefix.
+    :param max_retries: retries of a failing callback before it is dead-lettered.
+    :param min_backoff: first retry delay in milliseconds (doubles each time, with jitter).
+    :param max_backoff: the longest retry delay in milliseconds.
+    :param dev: run worker threads inside the web process (also ``WA_DEV=1``), for development.
+    :param data_dir: where the embedded server keeps its data.
+    :param name: prefix of the dramatiq actor names; give two Webhooks on one broker different names.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth: Auth | None = None,
+        path: str = "/webhook",
+        broker_url: str | None = None,
+        max_body_size: int = 1024 * 1024,
+        enqueue_timeout: float = 2.0,
+        queue_name: str = "wa_middleware",
+        namespace: str = "dramatiq",
+        max_retries: int = 5,
+        min_backoff: int = 5_000,
+        max_backoff: int = 3_600_000,
+        dev: bool | None = None,
+        data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
+        name: str = "wa",
+    ) -> None:
+        if auth is None:
+            raise ConfigurationError(
+                "Webhook needs auth=BasicAuth(user, password) (or another scheme); pass auth=NoAuth() to opt out"
+            )
+        if not isinstance(auth, Auth):
+            raise ConfigurationError(f"auth must be an auth scheme such as BasicAuth, not {auth!r}")
+        if not path.startswith("/"):
+            raise ConfigurationError(f"path must start with '/': {path!r}")
+        if max_body_size <= 0:
+            raise ConfigurationError("max_body_size must be positive")
+        if not 0 < enqueue_timeout < 5:
+            raise ConfigurationError("enqueue_timeout must be between 0 and 5 s (the sender gives up at 5 s)")
+        if max_retries < 0:
+            raise ConfigurationError("max_retries must be >= 0")
+        if isinstance(auth, NoAuth):
+            logger.warning("wa-middleware: auth is disabled (NoAuth): anyone can post deliveries")
+        self.auth = auth
+        self.path = path
+        self.name = name
+        self.queue_name = queue_name
+        self.namespace = namespace
+        self.max_retries = max_retries
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.data_dir = data_dir
+        self.dev = dev if dev is not None else os.environ.get("WA_DEV", "") not in ("", "0", "false")
+        self._broker_url = broker_url or os.environ.get("WA_BROKER_URL") or None
+        self.dispatch_actor_name = f"{name}.dispatch"
+        self.callback_actor_name = f"{name}.callback"
+        self.core = Core(
+            path=path,
+            auth=auth,
+            max_body_size=max_body_size,
+            queue_name=queue_name,
+            actor_name=self.dispatch_actor_name,
+            enqueue_timeout=enqueue_timeout,
+        )
+        self.registry = Registry()
+        self._lock = threading.RLock()
+        self._async_enqueuers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEnqueuer] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sync_enqueuer: SyncEnqueuer | None = None
+        self._broker: RedisBroker | None = None
+        self._actors: dict[str, dramatiq.Actor[Any, Any]] = {}
+        self._dev_worker: dramatiq.Worker | None = None
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def broker_url(self) -> str:
+        """The broker's URL, starting the embedded server on first use when none is configured."""
+        if self._broker_url is None:
+            with self._lock:
+                if self._broker_url is None:
+                    self._broker_url = ensure_server(self.data_dir)
+        return self._broker_url
+
+    # -- decorators ----------------------------------------------------------------------
+
+    def _decorator(self, kind: EventKind, values: tuple[Any, ...], name: str | None) -> Any:
+        if len(values) == 1 and callable(values[0]):  # used bare: @wa.on_message
+            self.registry.add(kind, values[0], (), name)
+            return values[0]
+
+        def register(fn: F) -> F:
+            self.registry.add(kind, fn, values, name)
+            return fn
+
+        return register
+
+    @overload
+    def on_message(self, fn: F, /) -> F: ...
+    @overload
+    def on_message(self, *types: str, name: str | None = None) -> Callable[[F], F]: ...
+    def on_message(self, *types: Any, name: str | None = None) -> Any:
+        """Run the decorated callback for incoming messages of the given types (all types if none).
+
+        ``@wa.on_message()`` also receives messages of types not known to this version,
+        with their payload in ``message.raw``.
+        """
+        return self._decorator("message", types, name)
+
+    @overload
+    def on_status(self, fn: F, /) -> F: ...
+    @overload
+    def on_status(self, *statuses: str, name: str | None = None) -> Callable[[F], F]: ...
+    def on_status(self, *statuses: Any, name: str | None = None) -> Any:
+        """Run the decorated callback for status updates with these values (all if none)."""
+        return self._decorator("status", statuses, name)
+
+    @overload
+    def on_error(self, fn: F, /) -> F: ...
+    @overload
+    def on_error(self, *codes: int | str, name: str | None = None) -> Callable[[F], F]: ...
+    def on_error(self, *codes: Any, name: str | None = None) -> Any:
+        """Run the decorated callback for value-level errors with these codes (all if none)."""
+        return self._decorator("error", codes, name)
+
+    @overload
+    def on_change(self, fn: F, /) -> F: ...
+    @overload
+    def on_change(self, *fields: str, name: str | None = None) -> Callable[[F], F]: ...
+    def on_change(self, *fields: Any, name: str | None = None) -> Any:
+        """Run the decorated callback for changes of these ``field`` values (all non-message fields if none)."""
+        return self._decorator("change", fields, name)
+
+    # -- request path --------------------------------------------------------------------
+
+    def async_enqueuer(self) -> AsyncEnqueuer:
+        """The enqueuer of the running event loop (Redis asyncio connections are bound to one loop)."""
+        loop = asyncio.get_running_loop()
+        enqueuer = self._async_enqueuers.get(loop)
+        if enqueuer is None:
+            enqueuer = AsyncEnqueuer(
+                self.broker_url, namespace=self.namespace, queue_name=self.queue_name, timeout=self.core.enqueue_timeout
+            )
+            self._async_enqueuers[loop] = enqueuer
+            self._maybe_start_dev_worker()
+        return enqueuer
+
+    def sync_enqueuer(self) -> SyncEnqueuer:
+        """The enqueuer used by the WSGI adapter (thread-safe)."""
+        if self._sync_enqueuer is None:
+            with self._lock:
+                if self._sync_enqueuer is None:
+                    self._sync_enqueuer = SyncEnqueuer(
+                        self.broker_url,
+                        namespace=self.namespace,
+                        queue_name=self.queue_name,
+                        timeout=self.core.enqueue_timeout,
+                    )
+            self._maybe_start_dev_worker()
+        return self._sync_enqueuer
+
+    # -- worker side ---------------------------------------------------------------------
+
+    @property
+    def broker(self) -> RedisBroker:
+        """The dramatiq broker with this webhook's actors declared on it; built on first use."""
+        if self._broker is None:
+            with self._lock:
+                if self._broker is None:
+                    self._broker = self._make_broker()
+        return self._broker
+
+    def _make_broker(self) -> RedisBroker:
+        import dramatiq
+        from dramatiq.brokers.redis import RedisBroker
+        from dramatiq.middleware import Retries
+
+        url = self._broker_url or ensure_server(self.data_dir)
+        self._broker_url = url
+        broker = RedisBroker(url=url, namespace=self.namespace)
+        for middleware in broker.middleware:
+            if isinstance(middleware, Retries):
+                middleware.max_retries = self.max_retries
+                middleware.min_backoff = self.min_backoff
+                middleware.max_backoff = self.max_backoff
+        self._actors["dispatch"] = dramatiq.actor(
+            self._dispatch,
+            broker=broker,
+            actor_name=self.dispatch_actor_name,
+            queue_name=self.queue_name,
+            max_retries=self.max_retries,
+        )
+        self._actors["callback"] = dramatiq.actor(
+            self._run_callback,
+            broker=broker,
+            actor_name=self.callback_actor_name,
+            queue_name=self.queue_name,
+            max_retries=self.max_retries,
+        )
+        return broker
+
+    def dispatch(self, body: bytes, *, delivery_id: str | None = None, received_at: int | None = None) -> list[Event]:
+        """Decode a delivery and run every matching callback of every event, in order.
+
+        A callback that raises does not stop the others: its (event, callback) pair becomes a
+        message of its own, retried with backoff and dead-lettered after ``max_retries``.
+        """
+        events = decode_delivery(body, delivery_id=delivery_id, received_at=received_at)
+        for event in events:
+            for callback in self.registry.matching(event):
+                try:
+                    callback(event)
+                except Exception as exc:
+                    self._schedule_retry(callback, event, exc)
+        return events
+
+    def _dispatch(self, body: bytes, received_at: int, delivery_id: str | None = None) -> None:
+        self.dispatch(body, delivery_id=delivery_id, received_at=received_at)
+
+    def _schedule_retry(self, callback: Callback, event: Event, exc: Exception) -> None:
+        from dramatiq.common import compute_backoff
+
+        logger.warning(
+            "callback %s failed on a %s event (%s); retrying it alone", callback.name, event.kind, type(exc).__name__
+        )
+        if self.max_retries == 0:
+            self._dead_letter_now(callback, event, exc)
+            return
+        _, delay = compute_backoff(0, factor=self.min_backoff, max_backoff=self.max_backoff)
+        self._actors["callback"].send_with_options(
+            args=(callback.name, event.kind, _encode(event.data), _encode(event.ctx)),
+            delay=delay,
+            retries=1,
+        )
+
+    def _dead_letter_now(self, callback: Callback, event: Event, exc: Exception) -> None:
+        """With retries off, a failed first try goes straight to the dead-letter queue."""
+        import time
+        import traceback
+
+        actor = self._actors["callback"]
+        message = actor.message_with_options(
+            args=(callback.name, event.kind, _encode(event.data), _encode(event.ctx)),
+            retries=1,
+            traceback="".join(traceback.format_exception(exc, limit=30)),
+        )
+        message = message.copy(options={"redis_message_id": message.message_id})
+        broker = self.broker
+        data = message.encode()
+        client = broker.client
+        xq = f"{self.namespace}:{self.queue_name}.XQ"
+        pipe = client.pipeline(transaction=True)
+        pipe.zadd(xq, {message.message_id: int(time.time() * 1000)})
+        pipe.hset(f"{xq}.msgs", message.message_id, data)
+        pipe.execute()
+
+    def _run_callback(self, name: str, kind: str, data: bytes, ctx: bytes) -> None:
+        callback = self.registry.by_name.get(name)
+        if callback is None:
+            raise LookupError(f"no callback named {name!r} is registered in this worker")
+        event = Event(
+            kind,  # type: ignore[arg-type]
+            msgspec.msgpack.decode(data, type=_EVENT_TYPES[kind]),
+            msgspec.msgpack.decode(ctx, type=EventContext),
+        )
+        callback(event)
+
+    # -- dev mode ------------------------------------------------------------------------
+
+    def _maybe_start_dev_worker(self) -> None:
+        if self.dev and self._dev_worker is None:
+            self.start_dev_worker()
+
+    def start_dev_worker(self, threads: int = 2) -> dramatiq.Worker:
+        """Run worker threads in this process: one command runs the app and its callbacks."""
+        import atexit
+
+        import dramatiq
+
+        from .encoder import install
+
+        with self._lock:
+            if self._dev_worker is None:
+                install()
+                worker = dramatiq.Worker(
+                    self.broker, queues={self.queue_name}, worker_threads=threads, worker_timeout=100
+                )
+                worker.start()
+                atexit.register(worker.stop)
+                self._dev_worker = worker
+                logger.warning("wa-middleware: dev mode, %d worker threads run callbacks in this process", threads)
+        return self._dev_worker
+
+    def stop_dev_worker(self) -> None:
+        if self._dev_worker is not None:
+            self._dev_worker.stop()
+            self._dev_worker = None
+
+    def __repr__(self) -> str:
+        return f"Webhook(path={self.path!r}, auth={self.auth!r}, callbacks={len(self.registry.callbacks)})"
