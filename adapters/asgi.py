@@ -57,7 +57,8 @@ class WebhookMiddleware:
         if body is None:
             return core.too_large()
         job = core.finish(headers, body)
-        await self.webhook.async_enqueuer().enqueue(job.message_id, job.data)
+        enqueuer = await self.webhook.async_enqueuer()
+        await enqueuer.enqueue(job.message_id, job.data)
         return core.accepted(job)
 
     async def _read_body(self, receive: Receive) -> bytes | None:

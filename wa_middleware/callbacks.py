@@ -93,7 +93,7 @@ class Registry:
             kind=kind,
             fn=fn,
             values=frozenset(str(v) for v in values) or None,
-            is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)),
+            is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__),
             wants_ctx=_wants_ctx(fn),
         )
         self.callbacks.append(callback)

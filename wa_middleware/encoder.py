@@ -31,9 +31,9 @@ class MsgpackEncoder(Encoder):
             # A JSON message always starts with "{"; a MessagePack map never does.
             result = self._decode_json(data) if data[:1] == b"{" else self._decode(data)
         except msgspec.DecodeError as exc:
-            raise DecodeError(f"failed to decode message {data[:64]!r}", data, exc) from None
+            raise DecodeError(f"failed to decode message {data[:64]!r}", data, exc) from None  # type: ignore[no-untyped-call]
         if not isinstance(result, dict):
-            raise DecodeError(f"message is not a map: {data[:64]!r}", data, None)
+            raise DecodeError(f"message is not a map: {data[:64]!r}", data, None)  # type: ignore[no-untyped-call]
         return result
 
 

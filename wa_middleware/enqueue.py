@@ -91,7 +91,7 @@ class AsyncEnqueuer:
     async def _write(self, batch: Sequence[tuple[str, bytes, Any]]) -> None:
         mapping = {message_id: data for message_id, data, _ in batch}
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._hash_key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.hset(self._hash_key, mapping=mapping)
             pipe.rpush(self._list_key, *mapping)
             await pipe.execute()
 
@@ -100,7 +100,7 @@ class AsyncEnqueuer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await asyncio.wait_for(self._client.ping(), self._timeout)  # type: ignore[arg-type]
+            await asyncio.wait_for(self._client.ping(), self._timeout)
         except Exception as exc:
             raise QueueUnavailable(type(exc).__name__) from None
         return loop.time() - started
@@ -168,7 +168,7 @@ class SyncEnqueuer:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
             with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._hash_key, mapping={s.message_id: s.data for s in batch})  # type: ignore[arg-type]
+                pipe.hset(self._hash_key, mapping={s.message_id: s.data for s in batch})
                 pipe.rpush(self._list_key, *(s.message_id for s in batch))
                 pipe.execute()
         except Exception as exc:

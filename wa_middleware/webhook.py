@@ -181,17 +181,25 @@ class Webhook:
 
     # -- request path --------------------------------------------------------------------
 
-    def async_enqueuer(self) -> AsyncEnqueuer:
+    async def async_enqueuer(self) -> AsyncEnqueuer:
         """The enqueuer of the running event loop (Redis asyncio connections are bound to one loop)."""
         loop = asyncio.get_running_loop()
         enqueuer = self._async_enqueuers.get(loop)
         if enqueuer is None:
-            enqueuer = AsyncEnqueuer(
-                self.broker_url, namespace=self.namespace, queue_name=self.queue_name, timeout=self.core.enqueue_timeout
-            )
-            self._async_enqueuers[loop] = enqueuer
-            self._maybe_start_dev_worker()
+            # First use: starting the embedded server or the dev worker blocks, so not on the loop.
+            url = await asyncio.to_thread(self._prepare)
+            enqueuer = self._async_enqueuers.get(loop)
+            if enqueuer is None:
+                enqueuer = AsyncEnqueuer(
+                    url, namespace=self.namespace, queue_name=self.queue_name, timeout=self.core.enqueue_timeout
+                )
+                self._async_enqueuers[loop] = enqueuer
         return enqueuer
+
+    def _prepare(self) -> str:
+        url = self.broker_url
+        self._maybe_start_dev_worker()
+        return url
 
     def sync_enqueuer(self) -> SyncEnqueuer:
         """The enqueuer used by the WSGI adapter (thread-safe)."""

@@ -1,5 +1,4 @@
 from fastapi import FastAPI
-
 from hooks import wa
 from wa_middleware.adapters.asgi import WebhookMiddleware
 

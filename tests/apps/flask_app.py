@@ -1,5 +1,4 @@
 from flask import Flask, request
-
 from hooks import wa
 from wa_middleware.adapters.wsgi import WebhookMiddleware
 

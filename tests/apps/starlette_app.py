@@ -1,9 +1,8 @@
+from hooks import wa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
-
-from hooks import wa
 from wa_middleware.adapters.asgi import WebhookMiddleware
 
 

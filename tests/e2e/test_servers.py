@@ -29,7 +29,9 @@ def queue_length(url: str, namespace: str = "dramatiq") -> int:
     client = redis.Redis.from_url(url)
     try:
         # Messages are deleted from these hashes only when acknowledged: in flight counts as queued.
-        return int(client.hlen(f"{namespace}:wa_middleware.msgs")) + int(client.hlen(f"{namespace}:wa_middleware.DQ.msgs"))
+        return int(client.hlen(f"{namespace}:wa_middleware.msgs")) + int(
+            client.hlen(f"{namespace}:wa_middleware.DQ.msgs")
+        )
     finally:
         client.close()
 
@@ -155,6 +157,7 @@ def test_redis_outage_gives_503_then_recovers(kind: str, app: str, spawn, tmp_pa
     proc = getattr(spawn, kind)(app, **env)
     accepted = []
     with httpx.Client(timeout=10) as client:
+
         def post(i: int) -> int:
             payload = json.loads(body("text.json"))
             payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = f"wamid.OUTAGE{i}"
@@ -217,7 +220,9 @@ def test_shared_corpus_through_server(spawn, redis_url: str, namespace: str, eve
             assert client.post(proc.url + "/webhook", content=path.read_bytes(), auth=AUTH).status_code == 200, path
     worker = spawn.worker("hooks:wa", threads=4, **env)
     wait_until(lambda: queue_length(redis_url, namespace) == 0, timeout=120)
-    failures = [line for line in Path(worker.log).read_text().splitlines() if "Failed to process message wa.dispatch" in line]
+    failures = [
+        line for line in Path(worker.log).read_text().splitlines() if "Failed to process message wa.dispatch" in line
+    ]
     assert failures == []
     kinds = {e["callback"] for e in read_events(events_file)}
     assert {"on_text", "on_any_message", "on_status", "on_error", "on_change"} <= kinds
