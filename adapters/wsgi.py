@@ -56,6 +56,9 @@ class WebhookMiddleware:
             headers["content-type"] = environ["CONTENT_TYPE"]
         early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length)
         if early is not None:
+            if content_length and 0 < content_length <= core.max_body_size:
+                # Drain a body we will not use, so the connection can serve the next request.
+                environ["wsgi.input"].read(content_length)
             return early
         body = _read_body(environ, content_length, core.max_body_size)
         if body is None:

@@ -113,7 +113,10 @@ class Core:
             AuthError: _json_response(401, {"error": "unauthorized"}, challenge),
             MethodNotAllowed: _json_response(405, {"error": "method not allowed"}, (("allow", "POST"),)),
             PayloadError: _json_response(400, {"error": "body is not a JSON object"}),
-            PayloadTooLarge: _json_response(413, {"error": f"body larger than {max_body_size} bytes"}),
+            # The unread rest of the body makes the connection unusable: close it.
+            PayloadTooLarge: _json_response(
+                413, {"error": f"body larger than {max_body_size} bytes"}, (("connection", "close"),)
+            ),
             RequestTimeout: _json_response(408, {"error": "body not received in time"}, (("connection", "close"),)),
             QueueUnavailable: _json_response(
                 503, {"error": "queue unavailable, retry later"}, (("retry-after", str(retry_after)),)

@@ -196,6 +196,19 @@ class Webhook:
                 self._async_enqueuers[loop] = enqueuer
         return enqueuer
 
+    async def aclose(self) -> None:
+        """Close the Redis connections of the running loop's enqueuer (ASGI shutdown, tests)."""
+        enqueuer = self._async_enqueuers.pop(asyncio.get_running_loop(), None)
+        if enqueuer is not None:
+            await enqueuer.aclose()
+
+    def close(self) -> None:
+        """Close the WSGI enqueuer and stop the dev worker, if any."""
+        if self._sync_enqueuer is not None:
+            self._sync_enqueuer.close()
+            self._sync_enqueuer = None
+        self.stop_dev_worker()
+
     def _prepare(self) -> str:
         url = self.broker_url
         self._maybe_start_dev_worker()
