@@ -89,7 +89,7 @@ class AsyncEnqueuer:
                         future.set_result(None)
 
     async def _write(self, batch: Sequence[tuple[str, bytes, Any]]) -> None:
-        mapping = {message_id: data for message_id, data, _ in batch}
+        mapping: dict[Any, bytes] = {message_id: data for message_id, data, _ in batch}
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self._hash_key, mapping=mapping)
             pipe.rpush(self._list_key, *mapping)
@@ -168,7 +168,8 @@ class SyncEnqueuer:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
             with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._hash_key, mapping={s.message_id: s.data for s in batch})
+                mapping: dict[Any, bytes] = {s.message_id: s.data for s in batch}
+                pipe.hset(self._hash_key, mapping=mapping)
                 pipe.rpush(self._list_key, *(s.message_id for s in batch))
                 pipe.execute()
         except Exception as exc:

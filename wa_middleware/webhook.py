@@ -246,26 +246,18 @@ class Webhook:
 
         url = self._broker_url or ensure_server(self.data_dir)
         self._broker_url = url
-        broker = RedisBroker(url=url, namespace=self.namespace)
+        broker = RedisBroker(url=url, namespace=self.namespace)  # type: ignore[no-untyped-call]
         for middleware in broker.middleware:
             if isinstance(middleware, Retries):
                 middleware.max_retries = self.max_retries
                 middleware.min_backoff = self.min_backoff
                 middleware.max_backoff = self.max_backoff
         self._actors["dispatch"] = dramatiq.actor(
-            self._dispatch,
-            broker=broker,
-            actor_name=self.dispatch_actor_name,
-            queue_name=self.queue_name,
-            max_retries=self.max_retries,
-        )
+            broker=broker, actor_name=self.dispatch_actor_name, queue_name=self.queue_name, max_retries=self.max_retries
+        )(self._dispatch)
         self._actors["callback"] = dramatiq.actor(
-            self._run_callback,
-            broker=broker,
-            actor_name=self.callback_actor_name,
-            queue_name=self.queue_name,
-            max_retries=self.max_retries,
-        )
+            broker=broker, actor_name=self.callback_actor_name, queue_name=self.queue_name, max_retries=self.max_retries
+        )(self._run_callback)
         return broker
 
     def dispatch(self, body: bytes, *, delivery_id: str | None = None, received_at: int | None = None) -> list[Event]:
