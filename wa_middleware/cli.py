@@ -33,7 +33,7 @@ def _worker(args: argparse.Namespace) -> int:
         argv.append("-" + "v" * args.verbose)
     if args.pid_file:
         argv += ["--pid-file", args.pid_file]
-    result = dramatiq_main(make_argument_parser().parse_args(argv))
+    result = dramatiq_main(make_argument_parser().parse_args(argv))  # type: ignore[no-untyped-call]
     return int(result or 0)
 
 
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["start", "stop", "status"])
     embedded.add_argument("--data-dir", default=".wa_middleware")
     embedded.set_defaults(func=_embedded)
+
+    from .commands import register
+
+    register(sub)
     return parser
 
 
