@@ -91,7 +91,9 @@ def _parse_headers(values: list[str], basic_auth: str | None) -> tuple[dict[str,
             findings.append(urlcheck.Finding("error", f"--basic-auth: {exc}"))
         else:
             if any(name.lower() == "authorization" for name in headers):
-                findings.append(urlcheck.Finding("error", "--basic-auth and --header Authorization:... exclude each other"))
+                findings.append(
+                    urlcheck.Finding("error", "--basic-auth and --header Authorization:... exclude each other")
+                )
             headers["Authorization"] = value
     return headers, findings
 
@@ -114,7 +116,8 @@ def _mask(headers: Any, show: bool) -> Any:
     return {name: f"<hidden, {len(str(value))} characters>" for name, value in headers.items()}
 
 
-def _show(data: Any, args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
+def _show(data: Any, args: argparse.Namespace, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     if isinstance(data, dict):
         data = {**data, "headers": _mask(data["headers"], args.show_secrets)} if "headers" in data else data
     if args.json or not isinstance(data, dict):

@@ -204,7 +204,9 @@ class Client:
         """The WABA-level webhook: ``url``, ``headers``, ``waba_id``, ``numbers_on_this_waba``."""
         return self._call("GET", "/waba_webhook")
 
-    def set_waba_webhook(self, url: str, headers: Mapping[str, str] | None = None, *, override_all: bool = False) -> Any:
+    def set_waba_webhook(
+        self, url: str, headers: Mapping[str, str] | None = None, *, override_all: bool = False
+    ) -> Any:
         """Set the WABA-level webhook; ``override_all`` also replaces the numbers' own webhooks.
 
         360dialog applies it asynchronously (seen taking 15-20 s): confirm with `get_waba_webhook`.

@@ -56,7 +56,9 @@ def check_webhook_url(url: str) -> list[Finding]:
     if parts is None:
         return findings
     if parts.scheme.lower() != "https":
-        findings.append(Finding("error", f"the URL must use https:// (360dialog only delivers over HTTPS), not {parts.scheme}://"))
+        findings.append(
+            Finding("error", f"the URL must use https:// (360dialog only delivers over HTTPS), not {parts.scheme}://")
+        )
     host = parts.hostname or ""
     for label in host.split("."):
         if "_" in label:
@@ -71,7 +73,9 @@ def check_webhook_url(url: str) -> list[Finding]:
         findings.append(Finding("warning", "the URL has a #fragment, which is never sent to the server"))
     if len(url) > MAX_URL_LENGTH:
         findings.append(
-            Finding("warning", f"the URL is {len(url)} characters long; Meta refuses callback URLs above {MAX_URL_LENGTH}")
+            Finding(
+                "warning", f"the URL is {len(url)} characters long; Meta refuses callback URLs above {MAX_URL_LENGTH}"
+            )
         )
     return findings
 
