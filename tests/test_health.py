@@ -1,0 +1,211 @@
+"""Health checks through real servers (uvicorn, gunicorn) and a real Redis, stopped half-way for the 503."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ops_helpers import free_port, private_redis, wait_port
+
+from wa_middleware import BasicAuth, ConfigurationError, NoAuth, Webhook
+from wa_middleware.health import HealthCheck, HealthReport
+
+BIN = Path(sys.executable).parent
+
+APP = """
+import os
+from starlette.applications import Starlette
+from starlette.routing import Route
+from wa_middleware import BasicAuth, Webhook
+from wa_middleware.health import HealthCheck
+
+wa = Webhook(
+    auth=BasicAuth("user", "pass"),
+    broker_url=os.environ["TEST_BROKER"],
+    queue_name=os.environ["TEST_QUEUE"],
+    health_path="/healthz",
+    metrics_path=os.environ.get("TEST_METRICS") or None,
+)
+standalone = HealthCheck(os.environ["TEST_BROKER"], timeout=0.5)
+
+async def home(request):
+    from starlette.responses import PlainTextResponse
+    return PlainTextResponse("home")
+
+if os.environ.get("TEST_KIND") == "wsgi":
+    from wa_middleware.adapters.wsgi import WebhookMiddleware
+
+    def inner(environ, start_response):
+        if environ["PATH_INFO"] == "/standalone-health":
+            return standalone.wsgi(environ, start_response)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"home"]
+
+    app = WebhookMiddleware(inner, webhook=wa)
+else:
+    from wa_middleware.adapters.asgi import WebhookMiddleware
+
+    inner = Starlette(routes=[Route("/", home), Route("/standalone-health", standalone)])
+    app = WebhookMiddleware(inner, webhook=wa)
+"""
+
+
+def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, dict(answer.headers.items()), answer.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers.items()), exc.read()
+
+
+def start_app(tmp_path: Path, kind: str, broker: str, metrics: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    (tmp_path / "healthapp.py").write_text(textwrap.dedent(APP))
+    port = free_port()
+    env = {
+        **os.environ,
+        "TEST_BROKER": broker,
+        "TEST_QUEUE": f"wa-ops-test-{uuid.uuid4().hex[:8]}",
+        "TEST_KIND": kind,
+        "TEST_METRICS": metrics or "",
+        "PYTHONPATH": str(tmp_path),
+    }
+    if kind == "asgi":
+        argv = [str(BIN / "uvicorn"), "healthapp:app", "--port", str(port), "--log-level", "warning"]
+    else:
+        argv = [str(BIN / "gunicorn"), "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}", "healthapp:app"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, 30)
+    except TimeoutError:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(err.decode()) from None
+    return proc, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, object]]:
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    cm = private_redis(redis_dir)
+    broker = cm.__enter__()
+    stopped = False
+
+    def stop_redis() -> None:
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            cm.__exit__(None, None, None)
+
+    proc, url = start_app(tmp_path, request.param, broker)
+    try:
+        yield url, stop_redis
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+        stop_redis()
+
+
+def test_health_path_and_standalone_check(served: tuple[str, object]) -> None:
+    url, stop_redis = served
+    for path in ("/healthz", "/standalone-health"):
+        status, headers, body = get(url + path)
+        assert status == 200, body
+        report = json.loads(body)
+        assert report["status"] == "ok"
+        assert report["broker"]["reachable"] is True
+        assert 0 <= report["broker"]["latency_ms"] < 1000
+        assert headers["content-type"] == "application/json"
+        assert headers["cache-control"] == "no-store"
+        assert "redis://" not in body.decode()
+    status, _, body = get(url + "/healthz", method="HEAD")
+    assert (status, body) == (200, b"")
+    status, headers, _ = get(url + "/healthz", method="POST")
+    assert status == 405 and headers["allow"] == "GET, HEAD"
+    assert get(url + "/")[2] == b"home"  # other paths still reach the app
+
+    stop_redis()  # type: ignore[operator]
+    for path in ("/healthz", "/standalone-health"):
+        status, headers, body = get(url + path)
+        assert status == 503, body
+        report = json.loads(body)
+        assert report["status"] == "unavailable"
+        assert report["broker"] == {"reachable": False, "latency_ms": None, "error": report["broker"]["error"]}
+        assert report["broker"]["error"]
+        assert "127.0.0.1" not in body.decode()
+
+
+def test_health_is_off_by_default() -> None:
+    wa = Webhook(auth=NoAuth(), broker_url="redis://127.0.0.1:7299/12")
+    assert wa.health_path is None and wa.metrics_path is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"health_path": "healthz"}, "must be a path", id="relative"),
+        pytest.param({"health_path": "/webhook"}, "already served", id="same-as-webhook"),
+        pytest.param({"health_path": "/x", "metrics_path": "/x"}, "already served", id="health-equals-metrics"),
+    ],
+)
+def test_bad_paths_fail_at_configuration(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Webhook(auth=BasicAuth("u", "p"), broker_url="redis://127.0.0.1:7299/12", **kwargs)  # type: ignore[arg-type]
+
+
+def test_metrics_path_without_prometheus_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wa_middleware import metrics
+
+    monkeypatch.setattr(metrics, "AVAILABLE", False)
+    with pytest.raises(ConfigurationError, match="prometheus-client"):
+        Webhook(auth=NoAuth(), broker_url="redis://127.0.0.1:7299/12", metrics_path="/metrics")
+
+
+def test_check_function_on_unreachable_broker() -> None:
+    port = free_port()
+    report = HealthCheck(f"redis://:hunter2@127.0.0.1:{port}/12", timeout=0.5).check()
+    assert not report.ok and report.latency_ms is None and report.error
+    assert "hunter2" not in json.dumps(report.as_dict())
+    assert report.response().status == 503
+
+
+def test_check_function_on_shared_redis() -> None:
+    report = HealthCheck("redis://127.0.0.1:6379/12").check()
+    assert report.ok, report
+    assert report.response().status == 200
+
+
+def test_async_check_on_shared_redis() -> None:
+    import asyncio
+
+    async def main() -> HealthReport:
+        check = HealthCheck("redis://127.0.0.1:6379/12")
+        report = await check.acheck()
+        for client in check._async.values():
+            await client.aclose()
+        return report
+
+    assert asyncio.run(main()).ok
+
+
+def test_report_rendering() -> None:
+    ok = HealthReport(True, 0.25)
+    assert json.loads(ok.response().body) == {
+        "status": "ok",
+        "broker": {"reachable": True, "latency_ms": 0.25},
+        "version": __import__("wa_middleware").__version__,
+    }
+    assert ok.response("HEAD").body == b""
+    assert ok.response("DELETE").status == 405
+    assert "hunter2" not in repr(HealthCheck("redis://:hunter2@localhost/0"))
