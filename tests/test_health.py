@@ -63,13 +63,15 @@ def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, dict(answer.headers.items()), answer.read()
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
     except urllib.error.HTTPError as exc:
         with exc:
-            return exc.code, dict(exc.headers.items()), exc.read()
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
-def start_app(tmp_path: Path, kind: str, broker: str, metrics: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_app(
+    tmp_path: Path, kind: str, broker: str, metrics: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     (tmp_path / "healthapp.py").write_text(textwrap.dedent(APP))
     port = free_port()
     env = {

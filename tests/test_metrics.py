@@ -1,0 +1,164 @@
+"""Prometheus metrics: web side through uvicorn/gunicorn, worker side through a real dramatiq worker and Redis."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ops_helpers import private_redis
+from test_health import get, start_app
+
+prometheus_client = pytest.importorskip("prometheus_client")
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from wa_middleware import NoAuth, Webhook, metrics  # noqa: E402
+from wa_middleware.commands import SAMPLE_DELIVERY  # noqa: E402
+
+DELIVERY = json.dumps(SAMPLE_DELIVERY).encode()
+AUTH = "Basic " + base64.b64encode(b"user:pass").decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def post(url: str, auth: str | None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = auth
+    request = urllib.request.Request(url, data=DELIVERY, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[str]:
+    (tmp_path / "redis").mkdir()
+    with private_redis(tmp_path / "redis") as url:
+        yield url
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_web_side_metrics_path(tmp_path: Path, broker: str, kind: str) -> None:
+    proc, url = start_app(tmp_path, kind, broker, metrics="/metrics")
+    try:
+        assert post(url + "/webhook", AUTH) == 200
+        assert post(url + "/webhook", AUTH) == 200
+        assert post(url + "/webhook", "Basic d3Jvbmc6d3Jvbmc=") == 401
+        status, headers, body = get(url + "/metrics")
+        assert status == 200
+        assert headers["content-type"].startswith("text/plain")
+        found = samples(body.decode())
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert found[("wa_middleware_requests_total", (("status", "200"),))] == 2
+    assert found[("wa_middleware_requests_total", (("status", "401"),))] == 1
+    assert found[("wa_middleware_request_duration_seconds_count", ())] == 3
+    assert found[("wa_middleware_enqueue_duration_seconds_count", ())] == 2
+    assert found[("wa_middleware_enqueue_failures_total", ())] == 0
+    ready = [
+        v for (name, labels), v in found.items() if name == "wa_middleware_queue_depth" and ("state", "ready") in labels
+    ]
+    assert ready == [2]  # both deliveries wait in the queue: no worker runs
+
+
+def value(name: str, **labels: str) -> float:
+    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_worker_side_metrics(broker: str) -> None:
+    """A real dramatiq worker: events, runs, failures, a retry, then the dead letter of the retried callback."""
+    import dramatiq
+
+    from wa_middleware.encoder import install
+
+    queue = f"wa-ops-metrics-{uuid.uuid4().hex[:8]}"
+    wa = Webhook(auth=NoAuth(), broker_url=broker, queue_name=queue, max_retries=1, min_backoff=10, max_backoff=20)
+    name_ok, name_bad = f"ok-{queue}", f"bad-{queue}"
+
+    @wa.on_message(name=name_ok)
+    def fine(message: object) -> None:
+        pass
+
+    @wa.on_message(name=name_bad)
+    def broken(message: object) -> None:
+        raise RuntimeError("boom")
+
+    install()
+    before = value("wa_middleware_events_total", kind="message")
+    worker = dramatiq.Worker(wa.broker, queues={queue}, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        wa.dispatch(DELIVERY)  # first try in-process, as the dispatch actor does
+        deadline = time.monotonic() + 20
+        while value("wa_middleware_dead_letters_total", callback=name_bad) < 1:
+            assert time.monotonic() < deadline, "the failing callback was never dead-lettered"
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+    assert value("wa_middleware_events_total", kind="message") == before + 1
+    assert value("wa_middleware_callback_runs_total", callback=name_ok) == 1
+    assert value("wa_middleware_callback_runs_total", callback=name_bad) == 2  # first try, one retry
+    assert value("wa_middleware_callback_failures_total", callback=name_bad) == 2
+    assert value("wa_middleware_callback_failures_total", callback=name_ok) == 0
+    assert value("wa_middleware_callback_retries_total", callback=name_bad) == 1
+    assert value("wa_middleware_dead_letters_total", callback=name_bad) == 1
+
+
+def test_dead_letter_without_retries(broker: str) -> None:
+    queue = f"wa-ops-metrics-{uuid.uuid4().hex[:8]}"
+    wa = Webhook(auth=NoAuth(), broker_url=broker, queue_name=queue, max_retries=0)
+    name = f"bad-{queue}"
+
+    @wa.on_message(name=name)
+    def broken(message: object) -> None:
+        raise RuntimeError("boom")
+
+    wa.broker  # noqa: B018 -- declare the actors
+    wa.dispatch(DELIVERY)
+    assert value("wa_middleware_dead_letters_total", callback=name) == 1
+    assert value("wa_middleware_callback_retries_total", callback=name) == 0
+    metrics.duplicate_skipped(2)
+    assert value("wa_middleware_duplicates_skipped_total") >= 2
+
+
+def test_everything_works_without_prometheus(tmp_path: Path) -> None:
+    """In a process where prometheus_client cannot be imported, hooks are no-ops and requests still work."""
+    script = tmp_path / "noprom.py"
+    script.write_text(
+        "import sys\n"
+        "sys.modules['prometheus_client'] = None  # makes 'import prometheus_client' fail\n"
+        "from wa_middleware import metrics, NoAuth, Webhook, ConfigurationError\n"
+        "assert metrics.AVAILABLE is False and metrics.get() is None\n"
+        "metrics.request_done(200, 0.1); metrics.enqueue_done(0.1, ok=False); metrics.events_decoded(['message'])\n"
+        "metrics.callback_run('x', ok=True); metrics.callback_retry('x'); metrics.dead_letter('x')\n"
+        "metrics.duplicate_skipped()\n"
+        "from wa_middleware.adapters.asgi import WebhookMiddleware\n"
+        "wa = Webhook(auth=NoAuth(), broker_url='redis://127.0.0.1:6379/12', health_path='/healthz')\n"
+        "WebhookMiddleware(lambda *a: None, webhook=wa)\n"
+        "try:\n"
+        "    Webhook(auth=NoAuth(), broker_url='redis://127.0.0.1:6379/12', metrics_path='/metrics')\n"
+        "except ConfigurationError:\n"
+        "    print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
