@@ -24,7 +24,7 @@ __all__ = ["JsonFormatter", "KeyValueFormatter", "configure", "fields"]
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 _SECRET = re.compile(r"authori[sz]ation|passw|secret|token|api[_-]?key|cookie|signature|body|credential", re.I)
-_BARE = re.compile(r"^[A-Za-z0-9_.:/@+-]+$")
+_BARE = re.compile(r"^[A-Za-z0-9_.:/@+<>-]+$")
 REDACTED = "<redacted>"
 
 
