@@ -162,3 +162,50 @@ def test_everything_works_without_prometheus(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+WORKER_APP = """
+import os
+from wa_middleware import NoAuth, Webhook
+
+wa = Webhook(auth=NoAuth(), broker_url=os.environ["TEST_BROKER"], queue_name=os.environ["TEST_QUEUE"])
+
+@wa.on_message(name="count-me")
+def count_me(message):
+    pass
+"""
+
+
+def test_worker_cli_serves_metrics_of_all_processes(tmp_path: Path, broker: str) -> None:
+    import os
+
+    from ops_helpers import free_port, wait_port
+
+    queue = f"wa-ops-worker-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "workerapp.py").write_text(WORKER_APP)
+    port = free_port()
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = {**os.environ, "TEST_BROKER": broker, "TEST_QUEUE": queue, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    argv = [str(Path(sys.executable).parent / "wa-middleware"), "worker", "workerapp:wa", "--processes", "2"]
+    argv += ["--threads", "1", "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, 30)
+        wa = Webhook(auth=NoAuth(), broker_url=broker, queue_name=queue)
+        for _ in range(3):
+            job = wa.core.finish({}, DELIVERY)
+            wa.sync_enqueuer().enqueue(job.message_id, job.data)
+        deadline = time.monotonic() + 30
+        while True:
+            found = samples(get(f"http://127.0.0.1:{port}/metrics")[2].decode())
+            if found.get(("wa_middleware_callback_runs_total", (("callback", "count-me"),))) == 3:
+                break
+            assert time.monotonic() < deadline, found
+            time.sleep(0.2)
+        assert found[("wa_middleware_events_total", (("kind", "message"),))] == 3
+        assert found[("wa_middleware_queue_depth", (("queue", queue), ("state", "ready")))] == 0
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]

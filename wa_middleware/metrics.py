@@ -30,6 +30,7 @@ exposes it (``make_asgi_app()``, ``start_http_server()``) exports them with no m
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -239,6 +240,26 @@ def watch_queue(webhook: Webhook, registry: CollectorRegistry | None = None) -> 
             collector = QueueDepthCollector(webhook)
             reg.register(collector)
             _collectors[key] = collector
+
+
+def serve_worker_metrics(port: int, webhook: Webhook, *, addr: str = "0.0.0.0") -> None:
+    """Serve the samples of every worker process (prometheus_client's multiprocess mode) and the queue depth.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` must have been set before ``prometheus_client`` was first
+    imported; ``wa-middleware worker --metrics-port`` does that.
+    """
+    from .errors import ConfigurationError
+
+    if prometheus_client is None:
+        raise ConfigurationError("--metrics-port needs prometheus-client: pip install 'wa-middleware[metrics]'")
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        raise ConfigurationError("set PROMETHEUS_MULTIPROC_DIR before starting the workers")
+    from prometheus_client import multiprocess
+
+    registry = prometheus_client.CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    watch_queue(webhook, registry)
+    prometheus_client.start_http_server(port, addr=addr, registry=registry)
 
 
 def install_worker_middleware(broker: Any, webhook: Webhook) -> None:
