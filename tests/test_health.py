@@ -211,3 +211,21 @@ def test_report_rendering() -> None:
     assert ok.response("HEAD").body == b""
     assert ok.response("DELETE").status == 405
     assert "hunter2" not in repr(HealthCheck("redis://:hunter2@localhost/0"))
+
+
+def test_health_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from wa_middleware import cli
+
+    monkeypatch.delenv("WA_BROKER_URL", raising=False)
+    assert cli.main(["health", "--broker-url", "redis://127.0.0.1:6379/12"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"
+    assert cli.main(["health", "--broker-url", f"redis://127.0.0.1:{free_port()}/12", "--timeout", "0.5"]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] == "unavailable"
+    assert cli.main(["health"]) == 2
+    (tmp_path / "probeapp.py").write_text(
+        "from wa_middleware import NoAuth, Webhook\n"
+        "wa = Webhook(auth=NoAuth(), broker_url='redis://127.0.0.1:6379/12', queue_name='wa-ops-probe')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cli.main(["health", "probeapp:wa"]) == 0
+    assert cli.main(["health", "probeapp:nothing"]) == 2

@@ -1,6 +1,7 @@
-"""Operator subcommands of ``wa-middleware``: 360dialog webhook configuration and ``send-test``.
+"""Operator subcommands of ``wa-middleware``: 360dialog webhook configuration, ``send-test``, ``health``.
 
-Exit codes: 0 success; 1 the remote side answered with an error (or ``send-test`` got no 200);
+Exit codes: 0 success; 1 the remote side answered with an error (or ``send-test`` got no 200,
+or ``health`` found the broker unreachable);
 2 bad usage or a URL/header that fails the local checks (nothing was sent);
 3 no answer at all (DNS, connection refused, TLS, timeout).
 """
@@ -209,6 +210,32 @@ def _send_test(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _health(args: argparse.Namespace) -> int:
+    from .health import HealthCheck
+
+    if args.timeout <= 0:
+        _err("--timeout must be positive")
+        return EXIT_USAGE
+    if args.app:
+        from .errors import ConfigurationError
+        from .worker import load_webhook
+
+        try:
+            check = HealthCheck(load_webhook(args.app), timeout=args.timeout)
+        except (ConfigurationError, ImportError, AttributeError) as exc:
+            _err(f"cannot load {args.app}: {exc}")
+            return EXIT_USAGE
+    else:
+        url = args.broker_url or os.environ.get("WA_BROKER_URL")
+        if not url:
+            _err("give MODULE:ATTR, --broker-url or WA_BROKER_URL")
+            return EXIT_USAGE
+        check = HealthCheck(url, timeout=args.timeout)
+    report = check.check()
+    print(json.dumps(report.as_dict(), sort_keys=True))
+    return EXIT_OK if report.ok else EXIT_API
+
+
 def _add_webhook_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", metavar="URL", help="the HTTPS URL deliveries go to (no '_' in the host, no port)")
     parser.add_argument("--basic-auth", metavar="USER:PASS", help="have 360dialog send 'Authorization: Basic ...'")
@@ -277,3 +304,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send.add_argument("--header", "-H", metavar="NAME:VALUE", action="append", default=[], help="extra header")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default: 10)")
     send.set_defaults(func=_send_test)
+
+    health = sub.add_parser(
+        "health",
+        help="check the broker once and print the report; exit 0 when reachable, 1 when not",
+        description="For exec probes (worker pods have no HTTP server) and scripts.",
+    )
+    health.add_argument("app", nargs="?", metavar="MODULE:ATTR", help="the Webhook whose broker to check")
+    health.add_argument("--broker-url", help="check this Redis URL instead (default: WA_BROKER_URL)")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds the broker has to answer (default: 2)")
+    health.set_defaults(func=_health)
