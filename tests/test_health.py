@@ -70,7 +70,13 @@ def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
 
 
 def start_app(
-    tmp_path: Path, kind: str, broker: str, metrics: str | None = None
+    tmp_path: Path,
+    kind: str,
+    broker: str,
+    metrics: str | None = None,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     (tmp_path / "healthapp.py").write_text(textwrap.dedent(APP))
     port = free_port()
@@ -81,11 +87,12 @@ def start_app(
         "TEST_KIND": kind,
         "TEST_METRICS": metrics or "",
         "PYTHONPATH": str(tmp_path),
+        **(extra_env or {}),
     }
     if kind == "asgi":
         argv = [str(BIN / "uvicorn"), "healthapp:app", "--port", str(port), "--log-level", "warning"]
     else:
-        argv = [str(BIN / "gunicorn"), "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}", "healthapp:app"]
+        argv = [str(BIN / "gunicorn"), "-w", str(workers), "--threads", "4", "-b", f"127.0.0.1:{port}", "healthapp:app"]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(port, 30)

@@ -209,3 +209,20 @@ def test_worker_cli_serves_metrics_of_all_processes(tmp_path: Path, broker: str)
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_metrics_path_sums_gunicorn_workers(tmp_path: Path, broker: str) -> None:
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    proc, url = start_app(
+        tmp_path, "wsgi", broker, metrics="/metrics", workers=2, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+    )
+    try:
+        for _ in range(6):
+            assert post(url + "/webhook", AUTH) == 200
+        found = samples(get(url + "/metrics")[2].decode())
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert found[("wa_middleware_requests_total", (("status", "200"),))] == 6
+    assert found[("wa_middleware_enqueue_duration_seconds_count", ())] == 6

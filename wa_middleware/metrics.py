@@ -242,6 +242,23 @@ def watch_queue(webhook: Webhook, registry: CollectorRegistry | None = None) -> 
             _collectors[key] = collector
 
 
+def exposition_registry(webhook: Webhook) -> CollectorRegistry:
+    """The registry ``metrics_path`` serves: the default one, or with ``PROMETHEUS_MULTIPROC_DIR``
+    set (several web processes), one that sums the samples of every process. Queue depth included."""
+    if prometheus_client is None:
+        raise RuntimeError("prometheus-client is not installed: pip install 'wa-middleware[metrics]'")
+    get()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = prometheus_client.REGISTRY
+    watch_queue(webhook, registry)
+    return registry
+
+
 def serve_worker_metrics(port: int, webhook: Webhook, *, addr: str = "0.0.0.0") -> None:
     """Serve the samples of every worker process (prometheus_client's multiprocess mode) and the queue depth.
 

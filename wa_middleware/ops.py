@@ -51,9 +51,7 @@ def asgi_routes(webhook: Webhook) -> dict[str, Any]:
 
         from . import metrics
 
-        metrics.get()
-        metrics.watch_queue(webhook)
-        routes[metrics_path] = prometheus_client.make_asgi_app()
+        routes[metrics_path] = prometheus_client.make_asgi_app(metrics.exposition_registry(webhook))
     return routes
 
 
@@ -70,7 +68,5 @@ def wsgi_routes(webhook: Webhook) -> dict[str, Any]:
 
         from . import metrics
 
-        metrics.get()
-        metrics.watch_queue(webhook)
-        routes[metrics_path] = prometheus_client.make_wsgi_app()
+        routes[metrics_path] = prometheus_client.make_wsgi_app(metrics.exposition_registry(webhook))
     return routes
