@@ -262,3 +262,11 @@ def test_help_everywhere() -> None:
         )
         assert done.returncode == 0, done.stderr
         assert "usage: wa-middleware " + command in done.stdout
+
+
+def test_sample_delivery_decodes_to_one_text_message() -> None:
+    from wa_middleware import decode_delivery
+
+    [event] = decode_delivery(json.dumps(SAMPLE_DELIVERY).encode())
+    assert event.kind == "message"
+    assert event.data.type == "text"  # type: ignore[union-attr]

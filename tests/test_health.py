@@ -236,3 +236,43 @@ def test_health_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
     monkeypatch.syspath_prepend(str(tmp_path))
     assert cli.main(["health", "probeapp:wa"]) == 0
     assert cli.main(["health", "probeapp:nothing"]) == 2
+
+
+def test_documented_mounting(tmp_path: Path) -> None:
+    """The forms docs/operate.md shows: a FastAPI route to the HealthCheck itself, a WSGI dispatcher to .wsgi."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.test import Client
+
+    health = HealthCheck("redis://127.0.0.1:6379/12")
+    app = FastAPI()
+    app.add_route("/healthz", health)
+
+    async def call(method: str) -> tuple[int, bytes]:
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": "/healthz", "headers": [], "query_string": b""}
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        for client in health._async.values():
+            await client.aclose()
+        return int(sent[0]["status"]), bytes(sent[1]["body"])  # type: ignore[call-overload]
+
+    status, body = asyncio.run(call("GET"))
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert asyncio.run(call("POST"))[0] == 405
+
+    def flask_like(environ: object, start_response: object) -> list[bytes]:
+        raise AssertionError("not reached")
+
+    wsgi = DispatcherMiddleware(flask_like, {"/healthz": health.wsgi})  # type: ignore[arg-type]
+    answer = Client(wsgi).get("/healthz")
+    assert answer.status_code == 200 and answer.json["status"] == "ok"  # type: ignore[index]
+    health._sync.close()
