@@ -26,9 +26,14 @@ def _worker(args: argparse.Namespace) -> int:
     webhook = load_webhook(args.app)  # fail here, with a clear message, rather than in every child
     os.environ[ENV_APP] = args.app
     if args.metrics_port is not None:
+        from .errors import ConfigurationError
         from .metrics import serve_worker_metrics
 
-        serve_worker_metrics(args.metrics_port, webhook, addr=args.metrics_addr)
+        try:
+            serve_worker_metrics(args.metrics_port, webhook, addr=args.metrics_addr)
+        except (ConfigurationError, OSError) as exc:
+            print(f"wa-middleware: cannot serve metrics: {exc}", file=sys.stderr)
+            return 2
     argv = [
         "wa_middleware.worker:setup",
         "--processes",

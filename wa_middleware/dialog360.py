@@ -10,6 +10,7 @@ message, a log line or an exception.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import urllib.error
@@ -142,7 +143,7 @@ def http_request(
     except urllib.error.HTTPError as exc:
         with exc:
             return RawResponse(exc.code, dict(exc.headers.items()) if exc.headers else {}, exc.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise ConnectionFailed(f"no answer from {url}: {reason}") from None
 
