@@ -111,6 +111,14 @@ class Metrics:
         self.dead_letters = p.Counter(
             "wa_middleware_dead_letters", "Messages moved to the dead-letter queue.", ["callback"], registry=reg
         )
+        # labels() costs microseconds (a lock, a tuple, a dict); the request path looks its child up here.
+        self._by_status: dict[int, Any] = {}
+
+    def status_counter(self, status: int) -> Any:
+        child = self._by_status.get(status)
+        if child is None:
+            child = self._by_status[status] = self.requests.labels(str(status))
+        return child
 
 
 _lock = threading.Lock()
@@ -133,7 +141,7 @@ def get() -> Metrics | None:
 def request_done(status: int, seconds: float) -> None:
     m = _metrics or get()
     if m is not None:
-        m.requests.labels(str(status)).inc()
+        m.status_counter(status).inc()
         m.request_duration.observe(seconds)
 
 
