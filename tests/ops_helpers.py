@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import shutil
 import socket
 import subprocess
+import sys
+import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -149,3 +155,89 @@ def recording_server() -> Iterator[RecordingServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# -- a webhook app served by uvicorn (ASGI) or gunicorn (WSGI), for health and metrics tests --
+
+BIN = Path(sys.executable).parent
+
+HEALTH_APP = """
+import os
+from starlette.applications import Starlette
+from starlette.routing import Route
+from wa_middleware import BasicAuth, Webhook
+from wa_middleware.health import HealthCheck
+
+wa = Webhook(
+    auth=BasicAuth("user", "pass"),
+    broker_url=os.environ["TEST_BROKER"],
+    queue_name=os.environ["TEST_QUEUE"],
+    health_path="/healthz",
+    metrics_path=os.environ.get("TEST_METRICS") or None,
+)
+standalone = HealthCheck(os.environ["TEST_BROKER"], timeout=0.5)
+
+async def home(request):
+    from starlette.responses import PlainTextResponse
+    return PlainTextResponse("home")
+
+if os.environ.get("TEST_KIND") == "wsgi":
+    from wa_middleware.adapters.wsgi import WebhookMiddleware
+
+    def inner(environ, start_response):
+        if environ["PATH_INFO"] == "/standalone-health":
+            return standalone.wsgi(environ, start_response)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"home"]
+
+    app = WebhookMiddleware(inner, webhook=wa)
+else:
+    from wa_middleware.adapters.asgi import WebhookMiddleware
+
+    inner = Starlette(routes=[Route("/", home), Route("/standalone-health", standalone)])
+    app = WebhookMiddleware(inner, webhook=wa)
+"""
+
+
+def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def start_app(
+    tmp_path: Path,
+    kind: str,
+    broker: str,
+    metrics: str | None = None,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    (tmp_path / "healthapp.py").write_text(textwrap.dedent(HEALTH_APP))
+    port = free_port()
+    env = {
+        **os.environ,
+        "TEST_BROKER": broker,
+        "TEST_QUEUE": f"wa-ops-test-{uuid.uuid4().hex[:8]}",
+        "TEST_KIND": kind,
+        "TEST_METRICS": metrics or "",
+        "PYTHONPATH": str(tmp_path),
+        **(extra_env or {}),
+    }
+    if kind == "asgi":
+        argv = [str(BIN / "uvicorn"), "healthapp:app", "--port", str(port), "--log-level", "warning"]
+    else:
+        argv = [str(BIN / "gunicorn"), "-w", str(workers), "--threads", "4", "-b", f"127.0.0.1:{port}", "healthapp:app"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, 30)
+    except TimeoutError:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(err.decode()) from None
+    return proc, f"http://127.0.0.1:{port}"

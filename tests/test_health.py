@@ -3,104 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from ops_helpers import free_port, private_redis, wait_port
+from ops_helpers import free_port, get, private_redis, start_app
 
 from wa_middleware import BasicAuth, ConfigurationError, NoAuth, Webhook
 from wa_middleware.health import HealthCheck, HealthReport
 
-BIN = Path(sys.executable).parent
-
-APP = """
-import os
-from starlette.applications import Starlette
-from starlette.routing import Route
-from wa_middleware import BasicAuth, Webhook
-from wa_middleware.health import HealthCheck
-
-wa = Webhook(
-    auth=BasicAuth("user", "pass"),
-    broker_url=os.environ["TEST_BROKER"],
-    queue_name=os.environ["TEST_QUEUE"],
-    health_path="/healthz",
-    metrics_path=os.environ.get("TEST_METRICS") or None,
-)
-standalone = HealthCheck(os.environ["TEST_BROKER"], timeout=0.5)
-
-async def home(request):
-    from starlette.responses import PlainTextResponse
-    return PlainTextResponse("home")
-
-if os.environ.get("TEST_KIND") == "wsgi":
-    from wa_middleware.adapters.wsgi import WebhookMiddleware
-
-    def inner(environ, start_response):
-        if environ["PATH_INFO"] == "/standalone-health":
-            return standalone.wsgi(environ, start_response)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"home"]
-
-    app = WebhookMiddleware(inner, webhook=wa)
-else:
-    from wa_middleware.adapters.asgi import WebhookMiddleware
-
-    inner = Starlette(routes=[Route("/", home), Route("/standalone-health", standalone)])
-    app = WebhookMiddleware(inner, webhook=wa)
-"""
-
-
-def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
-
-
-def start_app(
-    tmp_path: Path,
-    kind: str,
-    broker: str,
-    metrics: str | None = None,
-    *,
-    workers: int = 1,
-    extra_env: dict[str, str] | None = None,
-) -> tuple[subprocess.Popen[bytes], str]:
-    (tmp_path / "healthapp.py").write_text(textwrap.dedent(APP))
-    port = free_port()
-    env = {
-        **os.environ,
-        "TEST_BROKER": broker,
-        "TEST_QUEUE": f"wa-ops-test-{uuid.uuid4().hex[:8]}",
-        "TEST_KIND": kind,
-        "TEST_METRICS": metrics or "",
-        "PYTHONPATH": str(tmp_path),
-        **(extra_env or {}),
-    }
-    if kind == "asgi":
-        argv = [str(BIN / "uvicorn"), "healthapp:app", "--port", str(port), "--log-level", "warning"]
-    else:
-        argv = [str(BIN / "gunicorn"), "-w", str(workers), "--threads", "4", "-b", f"127.0.0.1:{port}", "healthapp:app"]
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_port(port, 30)
-    except TimeoutError:
-        proc.kill()
-        _, err = proc.communicate()
-        raise AssertionError(err.decode()) from None
-    return proc, f"http://127.0.0.1:{port}"
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 
 @pytest.fixture(params=["asgi", "wsgi"])
@@ -243,12 +157,13 @@ def test_documented_mounting(tmp_path: Path) -> None:
     import asyncio
 
     from fastapi import FastAPI
+    from starlette.routing import Route
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
     from werkzeug.test import Client
 
     health = HealthCheck("redis://127.0.0.1:6379/12")
     app = FastAPI()
-    app.add_route("/healthz", health)
+    app.router.routes.append(Route("/healthz", health))
 
     async def call(method: str) -> tuple[int, bytes]:
         sent: list[dict[str, object]] = []
@@ -269,10 +184,10 @@ def test_documented_mounting(tmp_path: Path) -> None:
     assert status == 200 and json.loads(body)["status"] == "ok"
     assert asyncio.run(call("POST"))[0] == 405
 
-    def flask_like(environ: object, start_response: object) -> list[bytes]:
+    def flask_like(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
         raise AssertionError("not reached")
 
-    wsgi = DispatcherMiddleware(flask_like, {"/healthz": health.wsgi})  # type: ignore[arg-type]
+    wsgi = DispatcherMiddleware(flask_like, {"/healthz": health.wsgi})
     answer = Client(wsgi).get("/healthz")
     assert answer.status_code == 200 and answer.json["status"] == "ok"  # type: ignore[index]
     health._sync.close()

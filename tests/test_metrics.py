@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops_helpers import private_redis
-from test_health import get, start_app
+from ops_helpers import get, private_redis, start_app
 
 prometheus_client = pytest.importorskip("prometheus_client")
 

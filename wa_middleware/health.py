@@ -5,7 +5,7 @@ comes back in time, ``503`` with ``"status": "unavailable"`` otherwise: the same
 request path writes to, so a 200 means deliveries can be stored. Mount it where you like::
 
     health = HealthCheck(wa)                      # or HealthCheck("redis://...")
-    fastapi_app.add_route("/healthz", health)     # an ASGI app: Starlette/FastAPI route it as is
+    fastapi_app.router.routes.append(Route("/healthz", health))   # ASGI (starlette.routing.Route)
     DispatcherMiddleware(flask_app.wsgi_app, {"/healthz": health.wsgi})   # WSGI
     report = health.check()                       # a plain function call
 
