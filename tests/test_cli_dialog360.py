@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from ops_helpers import RecordingServer, recording_server
@@ -270,3 +271,43 @@ def test_sample_delivery_decodes_to_one_text_message() -> None:
     [event] = decode_delivery(json.dumps(SAMPLE_DELIVERY).encode())
     assert event.kind == "message"
     assert event.data.type == "text"  # type: ignore[union-attr]
+
+
+def test_dry_run_sends_nothing(api: RecordingServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(api, "set-waba-webhook", URL, "--basic-auth", "u:pw-secret", "--override-all", "--dry-run") == EXIT_OK
+    assert api.requests == []
+    out = capsys.readouterr().out
+    assert f"would POST {api.url}/waba_webhook" in out
+    assert "override_all: True" in out
+    assert "pw-secret" not in out and base64.b64encode(b"u:pw-secret").decode() not in out
+
+
+def test_api_key_that_cannot_be_a_header(api: RecordingServer, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(api, "get-webhook", key="k\u00e9y with space") == EXIT_USAGE
+    assert api.requests == []
+    assert "k\u00e9y" not in capsys.readouterr().err
+
+
+def test_console_script_end_to_end(api: RecordingServer, tmp_path: Path) -> None:
+    """The installed ``wa-middleware`` script in its own process, key from the environment."""
+    import os
+
+    api.reply("POST", "/v1/configs/webhook", body={"url": URL, "headers": {"Authorization": "Basic dTpw"}})
+    script = Path(sys.executable).parent / "wa-middleware"
+    env = {**os.environ, "D360_API_KEY": KEY, "D360_BASE_URL": api.url}
+    done = subprocess.run(
+        [str(script), "set-webhook", URL, "--basic-auth", "u:p"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert KEY not in done.stdout + done.stderr
+    assert api.requests[0].headers["d360-api-key"] == KEY
+    bad = subprocess.run(
+        [str(script), "set-webhook", "http://x_y.example.com:8080/w"], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == EXIT_USAGE and len(api.requests) == 1
+    assert len([line for line in bad.stderr.splitlines() if line.startswith("error:")]) == 3
+
+
+def test_embedded_status_still_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["embedded", "status", "--data-dir", str(tmp_path / "none")]) == 1
+    assert capsys.readouterr().out.strip() == "not running"

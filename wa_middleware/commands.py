@@ -103,6 +103,8 @@ def _client(args: argparse.Namespace) -> Client:
     api_key = args.api_key or os.environ.get("D360_API_KEY", "")
     if not api_key:
         raise _UsageError("no API key: set D360_API_KEY (or pass --api-key)")
+    if not api_key.isascii() or not api_key.isprintable() or any(c.isspace() for c in api_key):
+        raise _UsageError("the API key contains spaces or characters an HTTP header cannot carry")
     base_url = args.base_url or os.environ.get("D360_BASE_URL") or DEFAULT_BASE_URL
     if not _report(urlcheck.check_api_base_url(base_url)):
         raise _UsageError(f"invalid base URL {base_url!r}")
@@ -145,6 +147,14 @@ def _run_api(args: argparse.Namespace) -> int:
                 _err("nothing was sent")
                 return EXIT_USAGE
             client = _client(args)
+            if args.dry_run:
+                payload: dict[str, Any] = {"url": args.url, "headers": headers}
+                if args.command == "set-waba-webhook":
+                    payload["override_all"] = args.override_all
+                path = "/v1/configs/webhook" if args.command == "set-webhook" else "/waba_webhook"
+                print(f"would POST {client.base_url}{path}")
+                _show(payload, args)
+                return EXIT_OK
             if args.command == "set-webhook":
                 data = client.set_webhook(args.url, headers)
             else:
@@ -247,6 +257,7 @@ def _add_webhook_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="a header 360dialog sends with every delivery (repeatable; no '_' in names)",
     )
+    parser.add_argument("--dry-run", action="store_true", help="check and print the request, send nothing")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
