@@ -225,3 +225,13 @@ def test_metrics_path_sums_gunicorn_workers(tmp_path: Path, broker: str) -> None
         proc.communicate(timeout=20)
     assert found[("wa_middleware_requests_total", (("status", "200"),))] == 6
     assert found[("wa_middleware_enqueue_duration_seconds_count", ())] == 6
+
+
+def test_import_stays_light() -> None:
+    """Neither prometheus_client nor dramatiq is imported by ``import wa_middleware`` (or the adapters' modules)."""
+    code = (
+        "import sys, wa_middleware, wa_middleware.adapters.asgi, wa_middleware.adapters.wsgi\n"
+        "print(sorted(m for m in ('dramatiq', 'prometheus_client') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -30,23 +30,15 @@ exposes it (``make_asgi_app()``, ``start_http_server()``) exports them with no m
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
-
-import dramatiq
-
-try:
-    import prometheus_client
-    from prometheus_client.core import GaugeMetricFamily
-    from prometheus_client.registry import Collector
-except ImportError:  # the extra is optional
-    prometheus_client = None  # type: ignore[assignment]
-    Collector = object  # type: ignore[assignment,misc]
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from prometheus_client.registry import CollectorRegistry
+    from prometheus_client.registry import Collector, CollectorRegistry
 
     from .webhook import Webhook
 
@@ -64,8 +56,17 @@ __all__ = [
     "request_done",
 ]
 
-#: True when ``prometheus-client`` is installed.
-AVAILABLE = prometheus_client is not None
+
+def _installed() -> bool:
+    try:
+        return importlib.util.find_spec("prometheus_client") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+#: True when ``prometheus-client`` is installed. It is imported only when first used, and
+#: dramatiq only on the worker side: ``import wa_middleware`` stays light.
+AVAILABLE = _installed()
 
 #: Seconds: the answer must be well under 360dialog's 5 s.
 _REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -75,9 +76,10 @@ class Metrics:
     """The library's metrics, registered in ``registry`` (the default registry if None)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        if prometheus_client is None:
+        if not AVAILABLE:
             raise RuntimeError("prometheus-client is not installed: pip install 'wa-middleware[metrics]'")
-        p = prometheus_client
+        import prometheus_client as p
+
         reg = registry if registry is not None else p.REGISTRY
         self.requests = p.Counter("wa_middleware_requests", "Webhook answers by HTTP status.", ["status"], registry=reg)
         self.request_duration = p.Histogram(
@@ -186,7 +188,15 @@ def dead_letter(name: str) -> None:
         m.dead_letters.labels(name).inc()
 
 
-class QueueDepthCollector(Collector):
+def _family() -> Any:
+    from prometheus_client.core import GaugeMetricFamily
+
+    return GaugeMetricFamily(
+        "wa_middleware_queue_depth", "Messages in the dramatiq queue by state.", labels=["queue", "state"]
+    )
+
+
+class QueueDepthCollector:
     """``wa_middleware_queue_depth{queue, state}``, read from Redis at every scrape.
 
     :param webhook: whose broker, namespace and queue are read.
@@ -209,17 +219,13 @@ class QueueDepthCollector(Collector):
 
     def describe(self) -> Iterator[Any]:
         # Registration calls describe(), not collect(): no Redis connection at start-up.
-        yield GaugeMetricFamily(
-            "wa_middleware_queue_depth", "Messages in the dramatiq queue by state.", labels=["queue", "state"]
-        )
+        yield _family()
 
     def collect(self) -> Iterator[Any]:
         from .enqueue import queue_keys
 
         queue = self.webhook.queue_name
-        family = GaugeMetricFamily(
-            "wa_middleware_queue_depth", "Messages in the dramatiq queue by state.", labels=["queue", "state"]
-        )
+        family = _family()
         ready, _ = queue_keys(self.webhook.namespace, queue)
         try:
             pipe = self._redis().pipeline(transaction=False)
@@ -239,22 +245,26 @@ _collectors: dict[tuple[int, str, str], QueueDepthCollector] = {}
 
 def watch_queue(webhook: Webhook, registry: CollectorRegistry | None = None) -> None:
     """Export the queue depth of ``webhook`` (once per registry, namespace and queue)."""
-    if prometheus_client is None:
+    if not AVAILABLE:
         return
+    import prometheus_client
+
     reg = registry if registry is not None else prometheus_client.REGISTRY
     key = (id(reg), webhook.namespace, webhook.queue_name)
     with _lock:
         if key not in _collectors:
             collector = QueueDepthCollector(webhook)
-            reg.register(collector)
+            reg.register(cast("Collector", collector))
             _collectors[key] = collector
 
 
 def exposition_registry(webhook: Webhook) -> CollectorRegistry:
     """The registry ``metrics_path`` serves: the default one, or with ``PROMETHEUS_MULTIPROC_DIR``
     set (several web processes), one that sums the samples of every process. Queue depth included."""
-    if prometheus_client is None:
+    if not AVAILABLE:
         raise RuntimeError("prometheus-client is not installed: pip install 'wa-middleware[metrics]'")
+    import prometheus_client
+
     get()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -275,10 +285,11 @@ def serve_worker_metrics(port: int, webhook: Webhook, *, addr: str = "0.0.0.0") 
     """
     from .errors import ConfigurationError
 
-    if prometheus_client is None:
+    if not AVAILABLE:
         raise ConfigurationError("--metrics-port needs prometheus-client: pip install 'wa-middleware[metrics]'")
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         raise ConfigurationError("set PROMETHEUS_MULTIPROC_DIR before starting the workers")
+    import prometheus_client
     from prometheus_client import multiprocess
 
     registry = prometheus_client.CollectorRegistry()
@@ -289,9 +300,9 @@ def serve_worker_metrics(port: int, webhook: Webhook, *, addr: str = "0.0.0.0") 
 
 def install_worker_middleware(broker: Any, webhook: Webhook) -> None:
     """Count retries, dead letters and retried callback runs from dramatiq's own hooks."""
-    if prometheus_client is None:
+    if not AVAILABLE:
         return
-    broker.add_middleware(_WorkerMetrics(webhook.callback_actor_name))
+    broker.add_middleware(_worker_middleware()(webhook.callback_actor_name))
 
 
 def _label(message: Any, callback_actor: str) -> str:
@@ -301,19 +312,27 @@ def _label(message: Any, callback_actor: str) -> str:
     return str(message.actor_name)
 
 
-class _WorkerMetrics(dramatiq.Middleware):
-    def __init__(self, callback_actor: str) -> None:
-        self.callback_actor = callback_actor
+@functools.cache
+def _worker_middleware() -> type[Any]:
+    import dramatiq  # the worker side only
 
-    def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
-        # A retry is enqueued with a delay; when that delay is over the worker enqueues it again
-        # without one, which must not count twice.
-        if delay and message.options.get("retries"):
-            callback_retry(_label(message, self.callback_actor))
+    class _WorkerMetrics(dramatiq.Middleware):
+        def __init__(self, callback_actor: str) -> None:
+            self.callback_actor = callback_actor
 
-    def after_process_message(self, broker: Any, message: Any, *, result: Any = None, exception: Any = None) -> None:
-        if message.actor_name == self.callback_actor:
-            callback_run(_label(message, self.callback_actor), ok=exception is None)
+        def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+            # A retry is enqueued with a delay; when that delay is over the worker enqueues it again
+            # without one, which must not count twice.
+            if delay and message.options.get("retries"):
+                callback_retry(_label(message, self.callback_actor))
 
-    def after_nack(self, broker: Any, message: Any) -> None:
-        dead_letter(_label(message, self.callback_actor))
+        def after_process_message(
+            self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+        ) -> None:
+            if message.actor_name == self.callback_actor:
+                callback_run(_label(message, self.callback_actor), ok=exception is None)
+
+        def after_nack(self, broker: Any, message: Any) -> None:
+            dead_letter(_label(message, self.callback_actor))
+
+    return _WorkerMetrics

@@ -34,12 +34,21 @@ def check_paths(path: str, health_path: str | None, metrics_path: str | None) ->
             raise ConfigurationError("metrics_path needs prometheus-client: pip install 'wa-middleware[metrics]'")
 
 
+def _warm_up() -> None:
+    # Import prometheus_client (when installed) and create the metrics while the app starts,
+    # not on the first delivery.
+    from . import metrics
+
+    metrics.get()
+
+
 def _paths(webhook: Webhook) -> tuple[str | None, str | None]:
     return getattr(webhook, "health_path", None), getattr(webhook, "metrics_path", None)
 
 
 def asgi_routes(webhook: Webhook) -> dict[str, Any]:
     """``{path: ASGI app}`` of the endpoints ``webhook`` enables (often empty)."""
+    _warm_up()
     health_path, metrics_path = _paths(webhook)
     routes: dict[str, Any] = {}
     if health_path is not None:
@@ -57,6 +66,7 @@ def asgi_routes(webhook: Webhook) -> dict[str, Any]:
 
 def wsgi_routes(webhook: Webhook) -> dict[str, Any]:
     """``{path: WSGI app}`` of the endpoints ``webhook`` enables (often empty)."""
+    _warm_up()
     health_path, metrics_path = _paths(webhook)
     routes: dict[str, Any] = {}
     if health_path is not None:
