@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
+from wa_middleware import metrics, ops
 from wa_middleware.errors import ConfigurationError, QueueUnavailable, WebhookError
 from wa_middleware.webhook import Webhook
 
@@ -29,11 +31,16 @@ class WebhookMiddleware:
         self.app = app
         self.webhook = webhook
         self.core = webhook.core
+        self.ops = ops.asgi_routes(webhook)  # health_path / metrics_path, when enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.core.matches(scope["path"]):
+            if self.ops and scope["type"] == "http" and scope["path"] in self.ops:
+                await self.ops[scope["path"]](scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         try:
             response = await self._handle(scope, receive)
         except WebhookError as exc:
@@ -42,6 +49,7 @@ class WebhookMiddleware:
             response = self.core.internal_error(exc)
         await send({"type": "http.response.start", "status": response.status, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
+        metrics.request_done(response.status, time.perf_counter() - started)
 
     async def _handle(self, scope: Scope, receive: Receive) -> Response:
         core = self.core
@@ -58,7 +66,13 @@ class WebhookMiddleware:
             return core.too_large()
         job = core.finish(headers, body)
         enqueuer = await self.webhook.async_enqueuer()
-        await enqueuer.enqueue(job.message_id, job.data)
+        started = time.perf_counter()
+        try:
+            await enqueuer.enqueue(job.message_id, job.data)
+        except BaseException:
+            metrics.enqueue_done(time.perf_counter() - started, ok=False)
+            raise
+        metrics.enqueue_done(time.perf_counter() - started, ok=True)
         return core.accepted(job)
 
     async def _read_body(self, receive: Receive) -> bytes | None:

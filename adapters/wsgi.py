@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from wa_middleware import metrics, ops
 from wa_middleware.errors import ConfigurationError, WebhookError
 from wa_middleware.webhook import Webhook
 
@@ -29,10 +31,14 @@ class WebhookMiddleware:
         self.app = app
         self.webhook = webhook
         self.core = webhook.core
+        self.ops = ops.wsgi_routes(webhook)  # health_path / metrics_path, when enabled
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not self.core.matches(environ.get("PATH_INFO", "")):
+            if self.ops and environ.get("PATH_INFO", "") in self.ops:
+                return self.ops[environ["PATH_INFO"]](environ, start_response)  # type: ignore[no-any-return]
             return self.app(environ, start_response)
+        started = time.perf_counter()
         try:
             response = self._handle(environ)
         except WebhookError as exc:
@@ -40,6 +46,7 @@ class WebhookMiddleware:
         except Exception as exc:  # a bug must still not become a 200 or a traceback
             response = self.core.internal_error(exc)
         start_response(f"{response.status} {_REASONS.get(response.status, '')}".rstrip(), list(response.headers))
+        metrics.request_done(response.status, time.perf_counter() - started)
         return [response.body]
 
     def _handle(self, environ: WSGIEnvironment) -> Response:
@@ -64,7 +71,13 @@ class WebhookMiddleware:
         if body is None:
             return core.too_large()
         job = core.finish(headers, body)
-        self.webhook.sync_enqueuer().enqueue(job.message_id, job.data)
+        started = time.perf_counter()
+        try:
+            self.webhook.sync_enqueuer().enqueue(job.message_id, job.data)
+        except BaseException:
+            metrics.enqueue_done(time.perf_counter() - started, ok=False)
+            raise
+        metrics.enqueue_done(time.perf_counter() - started, ok=True)
         return core.accepted(job)
 
 

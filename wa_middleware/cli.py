@@ -11,6 +11,13 @@ __all__ = ["main"]
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.metrics_port is not None:
+        # Before anything imports prometheus_client: its multiprocess mode is chosen at import
+        # time, and every worker process must write its samples where this one reads them.
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            import tempfile
+
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wa-middleware-metrics-")
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
@@ -18,6 +25,15 @@ def _worker(args: argparse.Namespace) -> int:
 
     webhook = load_webhook(args.app)  # fail here, with a clear message, rather than in every child
     os.environ[ENV_APP] = args.app
+    if args.metrics_port is not None:
+        from .errors import ConfigurationError
+        from .metrics import serve_worker_metrics
+
+        try:
+            serve_worker_metrics(args.metrics_port, webhook, addr=args.metrics_addr)
+        except (ConfigurationError, OSError) as exc:
+            print(f"wa-middleware: cannot serve metrics: {exc}", file=sys.stderr)
+            return 2
     argv = [
         "wa_middleware.worker:setup",
         "--processes",
@@ -62,12 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--path", "-P", nargs="*", default=["."], help="import path for MODULE (default: .)")
     worker.add_argument("--pid-file", help="write the master process id here")
     worker.add_argument("--verbose", "-v", action="count", default=0)
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the Prometheus metrics of all worker processes on this port (needs the metrics extra)",
+    )
+    worker.add_argument("--metrics-addr", default="0.0.0.0", help="address of the metrics server (default: 0.0.0.0)")
     worker.set_defaults(func=_worker)
 
     embedded = sub.add_parser("embedded", help="the embedded Valkey server used when no broker is configured")
     embedded.add_argument("action", choices=["start", "stop", "status"])
     embedded.add_argument("--data-dir", default=".wa_middleware")
     embedded.set_defaults(func=_embedded)
+
+    from .commands import register
+
+    register(sub)
     return parser
 
 

@@ -174,6 +174,7 @@ class Core:
 
     def accepted(self, job: Job) -> Response:
         """The 200, to be sent only once the broker acknowledged ``job``."""
+        logger.info("webhook accepted", extra={"status": 200, "message_id": job.message_id})
         return self._ok
 
     def reject(self, exc: WebhookError) -> Response:
@@ -186,7 +187,12 @@ class Core:
                     break
             else:
                 response = self._responses[QueueUnavailable]
-        logger.warning("webhook rejected: status=%d reason=%s", response.status, type(exc).__name__)
+        logger.warning(
+            "webhook rejected: status=%d reason=%s",
+            response.status,
+            type(exc).__name__,
+            extra={"status": response.status, "reason": type(exc).__name__},
+        )
         return response
 
     def internal_error(self, exc: BaseException) -> Response:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
+from . import metrics, ops
 from .auth import Auth, NoAuth
 from .callbacks import Callback, Registry
 from .core import Core
@@ -53,6 +54,8 @@ class Webhook:
     :param dev: run worker threads inside the web process (also ``WA_DEV=1``), for development.
     :param data_dir: where the embedded server keeps its data.
     :param name: prefix of the dramatiq actor names; give two Webhooks on one broker different names.
+    :param health_path: also answer a broker health check (GET, 200/503 JSON) on this path; off when None.
+    :param metrics_path: also serve Prometheus metrics on this path (needs the ``metrics`` extra); off when None.
     """
 
     def __init__(
@@ -71,6 +74,8 @@ class Webhook:
         dev: bool | None = None,
         data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
         name: str = "wa",
+        health_path: str | None = None,
+        metrics_path: str | None = None,
     ) -> None:
         if auth is None:
             raise ConfigurationError(
@@ -86,10 +91,13 @@ class Webhook:
             raise ConfigurationError("enqueue_timeout must be between 0 and 5 s (the sender gives up at 5 s)")
         if max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
+        ops.check_paths(path, health_path, metrics_path)
         if isinstance(auth, NoAuth):
             logger.warning("wa-middleware: auth is disabled (NoAuth): anyone can post deliveries")
         self.auth = auth
         self.path = path
+        self.health_path = health_path
+        self.metrics_path = metrics_path
         self.name = name
         self.queue_name = queue_name
         self.namespace = namespace
@@ -252,6 +260,7 @@ class Webhook:
                 middleware.max_retries = self.max_retries
                 middleware.min_backoff = self.min_backoff
                 middleware.max_backoff = self.max_backoff
+        metrics.install_worker_middleware(broker, self)
         self._actors["dispatch"] = dramatiq.actor(
             broker=broker, actor_name=self.dispatch_actor_name, queue_name=self.queue_name, max_retries=self.max_retries
         )(self._dispatch)
@@ -267,12 +276,16 @@ class Webhook:
         message of its own, retried with backoff and dead-lettered after ``max_retries``.
         """
         events = decode_delivery(body, delivery_id=delivery_id, received_at=received_at)
+        metrics.events_decoded(event.kind for event in events)
         for event in events:
             for callback in self.registry.matching(event):
                 try:
                     callback(event)
                 except Exception as exc:
+                    metrics.callback_run(callback.name, ok=False)
                     self._schedule_retry(callback, event, exc)
+                else:
+                    metrics.callback_run(callback.name, ok=True)
         return events
 
     def _dispatch(self, body: bytes, received_at: int, delivery_id: str | None = None) -> None:
@@ -314,6 +327,7 @@ class Webhook:
         pipe.zadd(xq, {message.message_id: int(time.time() * 1000)})
         pipe.hset(f"{xq}.msgs", message.message_id, data)
         pipe.execute()
+        metrics.dead_letter(callback.name)
 
     def _run_callback(self, name: str, kind: str, data: bytes, ctx: bytes) -> None:
         callback = self.registry.by_name.get(name)
