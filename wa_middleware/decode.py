@@ -2,42 +2,57 @@
 
 Both formats map to the same events: the Cloud API envelope
 (``object/entry[]/changes[]/value``) and the older On-Premise flat body
-(``{"contacts", "messages"}``, ``{"statuses"}``, ``{"errors"}``). Decoding never fails on
-valid JSON: a part that does not fit the model is delivered as a `Change` with its raw value.
+(``{"contacts", "messages"}``, ``{"statuses"}``, ``{"errors"}``).
+
+Decoding never fails on valid JSON. The fast path decodes the whole delivery into typed
+structs in one pass per change (``value`` of other fields is kept as ``msgspec.Raw`` and decoded
+untyped only when met). When anything does not fit the model, the slow path walks the untyped
+JSON and converts part by part, so one odd message costs only itself: it is delivered as a
+`Change` of field ``"messages"`` carrying the part as it came, and the rest of the delivery
+is still typed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
-from .models import Change, Contact, Error, EventContext, Message, Metadata, Status
+from .errors import PayloadError
+from .models import (
+    KNOWN_INTERACTIVE_TYPES,
+    KNOWN_MESSAGE_TYPES,
+    Change,
+    Contact,
+    Error,
+    EventContext,
+    Message,
+    Metadata,
+    Status,
+)
 
-__all__ = ["KNOWN_MESSAGE_TYPES", "Event", "EventKind", "decode_delivery"]
+__all__ = ["KNOWN_MESSAGE_TYPES", "Event", "EventKind", "decode_delivery", "raw_value"]
 
 EventKind = Literal["message", "status", "error", "change"]
 
-#: Message types this version models; any other keeps its payload in `Message.raw`.
-KNOWN_MESSAGE_TYPES = frozenset(
-    {
-        "text", "image", "audio", "video", "document", "sticker", "voice", "location", "contacts",
-        "interactive", "button", "reaction", "order", "system", "unknown", "unsupported",
-    }
-)  # fmt: skip
+T = TypeVar("T")
 
 
 class Event(NamedTuple):
+    """One event of a delivery: ``kind`` says which type ``data`` is."""
+
     kind: EventKind
     data: Message | Status | Error | Change
     ctx: EventContext
 
 
 class _Value(msgspec.Struct):
+    """``value`` of a ``messages`` change, and the On-Premise flat body."""
+
     metadata: Metadata | None = None
     contacts: list[Contact] | None = None
-    messages: list[msgspec.Raw] | None = None
+    messages: list[Message] | None = None
     statuses: list[Status] | None = None
     errors: list[Error] | None = None
 
@@ -61,74 +76,110 @@ class _Delivery(msgspec.Struct):
     entry: list[_Entry] | None = None
     # The On-Premise flat body.
     contacts: list[Contact] | None = None
-    messages: list[msgspec.Raw] | None = None
+    messages: list[Message] | None = None
     statuses: list[Status] | None = None
     errors: list[Error] | None = None
 
 
 _delivery_decoder = msgspec.json.Decoder(_Delivery)
 _value_decoder = msgspec.json.Decoder(_Value)
-_message_decoder = msgspec.json.Decoder(Message)
 _any_decoder = msgspec.json.Decoder()
+_FLAT_KEYS = ("contacts", "messages", "statuses", "errors")
 
 
 def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at: int | None = None) -> list[Event]:
-    """Decode a delivery into its events.
+    """Decode a delivery into its events, in the order they appear in it.
 
-    :raises msgspec.DecodeError: only when ``body`` is not JSON at all (the web side rejects that with a 400).
+    :param body: the raw request body.
+    :param delivery_id: the id of the delivery, copied into every event's context.
+    :param received_at: when the delivery was stored (ms since the epoch), copied likewise.
+    :raises PayloadError: only when ``body`` is not JSON at all (the web side never stores such a body).
     """
     try:
         delivery = _delivery_decoder.decode(body)
     except msgspec.ValidationError:
-        # Valid JSON of an unexpected shape: keep it whole rather than drop it.
-        base = EventContext(delivery_id=delivery_id, received_at=received_at)
-        return [Event("change", Change(field=None, value=_any_decoder.decode(body)), base)]
-    return list(_events(delivery, delivery_id, received_at))
-
-
-def _events(delivery: _Delivery, delivery_id: str | None, received_at: int | None) -> Iterator[Event]:
+        return list(_loose_delivery(_decode_any(body), delivery_id, received_at))
+    except msgspec.DecodeError:
+        raise PayloadError("the delivery is not valid JSON") from None
+    events: list[Event] = []
     for entry in delivery.entry or ():
         waba_id = None if entry.id is None else str(entry.id)
         for change in entry.changes or ():
-            base = EventContext(waba_id=waba_id, field=change.field, delivery_id=delivery_id, received_at=received_at)
             if change.field == "messages":
                 try:
                     value = _value_decoder.decode(change.value)
                 except msgspec.ValidationError:
-                    pass
+                    events.extend(_loose_value(_decode_any(change.value), waba_id, delivery_id, received_at))
                 else:
-                    found = False
-                    for event in _value_events(value, base):
-                        found = True
-                        yield event
-                    if found:
-                        continue
-            yield Event("change", Change(field=change.field, value=_any_decoder.decode(change.value)), base)
+                    events.extend(_value_events(value, change.value, waba_id, delivery_id, received_at))
+            else:
+                ctx = EventContext(
+                    waba_id=waba_id, field=change.field, delivery_id=delivery_id, received_at=received_at
+                )
+                events.append(Event("change", Change(field=change.field, value=_decode_any(change.value)), ctx))
     if delivery.messages or delivery.statuses or delivery.errors:
         flat = _Value(
             contacts=delivery.contacts, messages=delivery.messages, statuses=delivery.statuses, errors=delivery.errors
         )
-        yield from _value_events(flat, EventContext(field="messages", delivery_id=delivery_id, received_at=received_at))
+        events.extend(_value_events(flat, body, None, delivery_id, received_at))
+    elif delivery.entry is None and delivery.contacts is None:
+        # Neither format: keep the body whole rather than drop it.
+        ctx = EventContext(delivery_id=delivery_id, received_at=received_at)
+        events.append(Event("change", Change(field=None, value=_decode_any(body)), ctx))
+    return events
 
 
-def _value_events(value: _Value, base: EventContext) -> Iterator[Event]:
-    if value.metadata is not None:
-        base = msgspec.structs.replace(base, metadata=value.metadata)
-    for raw in value.messages or ():
-        try:
-            message = _message_decoder.decode(raw)
-        except msgspec.ValidationError:
-            yield Event("change", Change(field=base.field, value=_any_decoder.decode(raw)), base)
-            continue
-        if message.type not in KNOWN_MESSAGE_TYPES:
-            message = msgspec.structs.replace(message, raw=_any_decoder.decode(raw))
-        contact = _contact_for(message, value.contacts)
-        ctx = msgspec.structs.replace(base, contact=contact) if contact is not None else base
-        yield Event("message", message, ctx)
+def raw_value(body: bytes) -> Any:
+    """Untyped decode, for tools that show a delivery as it came."""
+    return _decode_any(body)
+
+
+def _decode_any(raw: bytes | msgspec.Raw) -> Any:
+    try:
+        return _any_decoder.decode(raw)
+    except msgspec.DecodeError:
+        raise PayloadError("the delivery is not valid JSON") from None
+
+
+def _needs_raw(message: Message) -> bool:
+    if message.type not in KNOWN_MESSAGE_TYPES:
+        return True
+    if message.type == "interactive":
+        return message.interactive is None or message.interactive.type not in KNOWN_INTERACTIVE_TYPES
+    return False
+
+
+def _value_events(
+    value: _Value, source: bytes | msgspec.Raw, waba_id: str | None, delivery_id: str | None, received_at: int | None
+) -> Iterator[Event]:
+    base = EventContext(
+        waba_id=waba_id,
+        metadata=value.metadata,
+        field="messages",
+        delivery_id=delivery_id,
+        received_at=received_at,
+    )
+    if value.messages:
+        raws: list[Any] | None = None
+        for index, message in enumerate(value.messages):
+            if _needs_raw(message):
+                if raws is None:  # rare: decode the source again, untyped, once for all such messages
+                    raws = _decode_any(source)["messages"]
+                message = msgspec.structs.replace(message, raw=raws[index])
+            yield _message_event(message, value.contacts, base)
     for status in value.statuses or ():
         yield Event("status", status, base)
     for error in value.errors or ():
         yield Event("error", error, base)
+    if not (value.messages or value.statuses or value.errors):
+        # A messages change with nothing in it: a documentation example with fields at the wrong level.
+        yield Event("change", Change(field="messages", value=_decode_any(source)), base)
+
+
+def _message_event(message: Message, contacts: list[Contact] | None, base: EventContext) -> Event:
+    contact = _contact_for(message, contacts)
+    ctx = base if contact is None else msgspec.structs.replace(base, contact=contact)
+    return Event("message", message, ctx)
 
 
 def _contact_for(message: Message, contacts: list[Contact] | None) -> Contact | None:
@@ -142,6 +193,78 @@ def _contact_for(message: Message, contacts: list[Contact] | None) -> Contact | 
     return contacts[0] if len(contacts) == 1 else None
 
 
-def raw_value(body: bytes) -> Any:
-    """Untyped decode, for tools that show a delivery as it came."""
-    return _any_decoder.decode(body)
+# -- the slow path: untyped JSON, converted part by part --------------------------------------
+
+
+def _convert(obj: Any, cls: type[T]) -> T | None:
+    try:
+        return msgspec.convert(obj, cls)
+    except msgspec.ValidationError:
+        return None
+
+
+def _converted_list(items: Any, cls: type[T]) -> Iterator[tuple[Any, T | None]]:
+    if isinstance(items, list):
+        for item in items:
+            yield item, _convert(item, cls)
+    elif items is not None:
+        yield items, None
+
+
+def _loose_delivery(obj: Any, delivery_id: str | None, received_at: int | None) -> Iterator[Event]:
+    if not isinstance(obj, dict):
+        yield Event("change", Change(value=obj), EventContext(delivery_id=delivery_id, received_at=received_at))
+        return
+    entries = obj.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            yield Event("change", Change(value=entry), EventContext(delivery_id=delivery_id, received_at=received_at))
+            continue
+        entry_id = entry.get("id")
+        waba_id = str(entry_id) if isinstance(entry_id, (str, int)) and not isinstance(entry_id, bool) else None
+        changes = entry.get("changes")
+        for change in changes if isinstance(changes, list) else ():
+            field = change.get("field") if isinstance(change, dict) else None
+            field = field if isinstance(field, str) else None
+            value = change.get("value") if isinstance(change, dict) else change
+            if field == "messages":
+                yield from _loose_value(value, waba_id, delivery_id, received_at)
+            else:
+                ctx = EventContext(waba_id=waba_id, field=field, delivery_id=delivery_id, received_at=received_at)
+                yield Event("change", Change(field=field, value=value), ctx)
+    if any(key in obj for key in _FLAT_KEYS):
+        yield from _loose_value(obj, None, delivery_id, received_at)
+    elif not isinstance(entries, list):
+        yield Event("change", Change(value=obj), EventContext(delivery_id=delivery_id, received_at=received_at))
+
+
+def _loose_value(value: Any, waba_id: str | None, delivery_id: str | None, received_at: int | None) -> Iterator[Event]:
+    base = EventContext(waba_id=waba_id, field="messages", delivery_id=delivery_id, received_at=received_at)
+    if not isinstance(value, dict):
+        yield Event("change", Change(field="messages", value=value), base)
+        return
+    metadata = _convert(value.get("metadata"), Metadata)
+    if metadata is not None:
+        base = msgspec.structs.replace(base, metadata=metadata)
+    contacts = [c for _, c in _converted_list(value.get("contacts"), Contact) if c is not None]
+    found = False
+    for raw, message in _converted_list(value.get("messages"), Message):
+        found = True
+        if message is None:
+            yield Event("change", Change(field="messages", value=raw), base)
+            continue
+        if _needs_raw(message):
+            message = msgspec.structs.replace(message, raw=raw)
+        yield _message_event(message, contacts, base)
+    for raw, status in _converted_list(value.get("statuses"), Status):
+        found = True
+        yield Event("status", status, base) if status is not None else Event("change", _part(raw), base)
+    for raw, error in _converted_list(value.get("errors"), Error):
+        found = True
+        yield Event("error", error, base) if error is not None else Event("change", _part(raw), base)
+    if not found:
+        yield Event("change", Change(field="messages", value=value), base)
+
+
+def _part(raw: Any) -> Change:
+    return Change(field="messages", value=raw)
