@@ -505,6 +505,48 @@ def run(
 # -- posting through your app ----------------------------------------------------------------
 
 
+def _find_webhook(app: Any) -> Webhook | None:
+    """The `Webhook` of the first wa-middleware adapter in a chain of wrapped apps."""
+    from .webhook import Webhook
+
+    seen: set[int] = set()
+    node = app
+    while node is not None and id(node) not in seen and len(seen) < 50:
+        seen.add(id(node))
+        found = getattr(node, "webhook", None)
+        if isinstance(found, Webhook):
+            return found
+        # Starlette and FastAPI build their stack on the first request; until then it is declared here.
+        for middleware in getattr(node, "user_middleware", None) or ():
+            for value in (*getattr(middleware, "args", ()), *getattr(middleware, "kwargs", {}).values()):
+                if isinstance(value, Webhook):
+                    return value
+        # Starlette and FastAPI keep the built stack in middleware_stack; Flask wraps wsgi_app.
+        node = getattr(node, "middleware_stack", None) or getattr(node, "wsgi_app", None) or getattr(node, "app", None)
+    return None
+
+
+async def _close_loop_enqueuer(webhook: Webhook) -> None:
+    import asyncio
+
+    enqueuers = getattr(webhook, "_async_enqueuers", {})
+    enqueuer = enqueuers.pop(asyncio.get_running_loop(), None)
+    if enqueuer is not None:
+        await enqueuer.aclose()
+
+
+def _test_client_class() -> Any:
+    """Starlette's TestClient. Recent Starlette deprecates running it on ``httpx`` rather than
+    ``httpx2``; which of the two the kit's requests travel on is no concern of the user's
+    tests, so that one warning is silenced here (install ``httpx2`` and it never fires)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+        from starlette.testclient import TestClient
+    return TestClient
+
+
 @dataclass(frozen=True)
 class Answer:
     """What the app answered."""
@@ -523,9 +565,10 @@ def post(
     *,
     auth: tuple[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
-    path: str = "/webhook",
+    path: str | None = None,
     expect: int | None = 200,
     interface: Literal["auto", "asgi", "wsgi"] = "auto",
+    webhook: Webhook | None = None,
 ) -> Answer:
     """POST ``delivery`` to your wrapped app as 360dialog would, and check the answer.
 
@@ -535,9 +578,11 @@ def post(
     :param app: your app with the middleware applied (FastAPI, Starlette, Flask, Django...).
     :param auth: ``(user, password)`` for Basic auth, as configured on 360dialog's side.
     :param headers: extra request headers (a signature header, for instance).
-    :param path: the webhook's path.
+    :param path: the webhook's path (default: the webhook's, else ``/webhook``).
     :param expect: the status the answer must have (AssertionError otherwise); None to skip the check.
     :param interface: ``"asgi"`` or ``"wsgi"``; by default told from ``app``.
+    :param webhook: the `Webhook` the app serves; found in the middleware stack when not given.
+        With ASGI, its Redis connection on the test client's event loop is closed before returning.
     """
     import inspect
 
@@ -551,12 +596,15 @@ def post(
     if interface == "auto":
         is_asgi = inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__)
         interface = "asgi" if is_asgi else "wsgi"
+    webhook = webhook or _find_webhook(app)
+    path = path or (webhook.path if webhook is not None else "/webhook")
     if interface == "asgi":
-        from starlette.testclient import TestClient
-
-        with TestClient(app) as client:
+        with _test_client_class()(app) as client:
             response = client.post(path, content=body, headers=request_headers)
             answer = Answer(response.status_code, dict(response.headers), response.content)
+            if webhook is not None:
+                # The enqueuer is bound to this client's event loop, which ends with the client.
+                client.portal.call(_close_loop_enqueuer, webhook)
     else:
         from werkzeug.test import Client
 
