@@ -14,7 +14,8 @@ is still typed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
@@ -47,7 +48,7 @@ class Event(NamedTuple):
     ctx: EventContext
 
 
-class _Value(msgspec.Struct):
+class _Value(msgspec.Struct, gc=False):
     """``value`` of a ``messages`` change, and the On-Premise flat body."""
 
     metadata: Metadata | None = None
@@ -59,19 +60,24 @@ class _Value(msgspec.Struct):
 
 _NULL = msgspec.Raw(b"null")
 
+# Builds an Event without the Python-level __new__ of a NamedTuple: the worker makes one per event.
+_event: Callable[[tuple[EventKind, Message | Status | Error | Change, EventContext]], Event] = functools.partial(
+    tuple.__new__, Event
+)
 
-class _Change(msgspec.Struct):
+
+class _Change(msgspec.Struct, gc=False):
     field: str | None = None
     # Raw cannot sit in a union; an absent value reads as JSON null.
     value: msgspec.Raw = _NULL
 
 
-class _Entry(msgspec.Struct):
+class _Entry(msgspec.Struct, gc=False):
     id: str | int | None = None
     changes: list[_Change] | None = None
 
 
-class _Delivery(msgspec.Struct):
+class _Delivery(msgspec.Struct, gc=False):
     object: str | None = None
     entry: list[_Entry] | None = None
     # The On-Premise flat body.
@@ -81,10 +87,36 @@ class _Delivery(msgspec.Struct):
     errors: list[Error] | None = None
 
 
+class _FastChange(msgspec.Struct, gc=False):
+    field: str | None = None
+    value: _Value | None = None
+
+
+class _FastEntry(msgspec.Struct, gc=False):
+    id: str | int | None = None
+    changes: list[_FastChange] | None = None
+
+
+class _FastDelivery(msgspec.Struct, gc=False):
+    """A delivery of ``messages`` changes only (nearly all traffic), typed in one pass."""
+
+    object: str | None = None
+    entry: list[_FastEntry] | None = None
+    contacts: list[Contact] | None = None
+    messages: list[Message] | None = None
+    statuses: list[Status] | None = None
+    errors: list[Error] | None = None
+
+
+_fast_decoder = msgspec.json.Decoder(_FastDelivery)
 _delivery_decoder = msgspec.json.Decoder(_Delivery)
 _value_decoder = msgspec.json.Decoder(_Value)
 _any_decoder = msgspec.json.Decoder()
 _FLAT_KEYS = ("contacts", "messages", "statuses", "errors")
+
+# Where the untyped form of a value can be found again, when a part of it must be kept raw:
+# the change's own bytes, or the body and the (entry, change) indexes of a one-pass decode.
+_Source = msgspec.Raw | tuple[bytes, tuple[int, int] | None]
 
 
 def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at: int | None = None) -> list[Event]:
@@ -95,23 +127,44 @@ def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at:
     :param received_at: when the delivery was stored (ms since the epoch), copied likewise.
     :raises PayloadError: only when ``body`` is not JSON at all (the web side never stores such a body).
     """
+    events: list[Event] = []
+    # Messages, statuses and value-level errors all come as field "messages", which Meta writes
+    # after the value: searching from the end finds it at once in nearly all traffic.
+    if body.rfind(b'"messages"') < 0:
+        # Only other fields: they are kept untyped anyway, so one untyped pass is all it takes.
+        try:
+            obj = _any_decoder.decode(body)
+        except msgspec.DecodeError:
+            raise PayloadError("the delivery is not valid JSON") from None
+        return _changes_only(obj, delivery_id, received_at) or list(_loose_delivery(obj, delivery_id, received_at))
+    # A delivery of "messages" changes only: decoded in one typed pass. Anything else (other
+    # fields beside them, parts that do not fit the model) takes the general path below.
+    try:
+        fast = _fast_decoder.decode(body)
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        raise PayloadError("the delivery is not valid JSON") from None
+    else:
+        if _fast_events(events, fast, body, delivery_id, received_at):
+            return events
+        events.clear()
     try:
         delivery = _delivery_decoder.decode(body)
     except msgspec.ValidationError:
         return list(_loose_delivery(_decode_any(body), delivery_id, received_at))
     except msgspec.DecodeError:
         raise PayloadError("the delivery is not valid JSON") from None
-    events: list[Event] = []
     for entry in delivery.entry or ():
         waba_id = None if entry.id is None else str(entry.id)
         for change in entry.changes or ():
             if change.field == "messages":
                 try:
-                    value = _value_decoder.decode(change.value)
+                    decoded = _value_decoder.decode(change.value)
                 except msgspec.ValidationError:
                     events.extend(_loose_value(_decode_any(change.value), waba_id, delivery_id, received_at))
                 else:
-                    events.extend(_value_events(value, change.value, waba_id, delivery_id, received_at))
+                    _value_events(events, decoded, change.value, waba_id, delivery_id, received_at)
             else:
                 ctx = EventContext(
                     waba_id=waba_id, field=change.field, delivery_id=delivery_id, received_at=received_at
@@ -121,12 +174,55 @@ def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at:
         flat = _Value(
             contacts=delivery.contacts, messages=delivery.messages, statuses=delivery.statuses, errors=delivery.errors
         )
-        events.extend(_value_events(flat, body, None, delivery_id, received_at))
+        _value_events(events, flat, (body, None), None, delivery_id, received_at)
     elif delivery.entry is None and delivery.contacts is None:
         # Neither format: keep the body whole rather than drop it.
         ctx = EventContext(delivery_id=delivery_id, received_at=received_at)
         events.append(Event("change", Change(field=None, value=_decode_any(body)), ctx))
     return events
+
+
+def _changes_only(obj: Any, delivery_id: str | None, received_at: int | None) -> list[Event] | None:
+    """The events of the usual envelope of non-message changes; None for any other shape."""
+    events: list[Event] = []
+    try:
+        entries = obj["entry"]
+        if len(obj) > 2 or not entries:  # "object" and "entry" only
+            return None
+        for entry in entries:
+            waba_id = entry.get("id")
+            if type(waba_id) is not str:
+                if type(waba_id) is not int:
+                    return None
+                waba_id = str(waba_id)
+            for change in entry["changes"]:
+                field = change["field"]
+                if type(field) is not str or field == "messages":
+                    return None
+                ctx = EventContext(waba_id=waba_id, field=field, delivery_id=delivery_id, received_at=received_at)
+                events.append(_event(("change", Change(field=field, value=change.get("value")), ctx)))
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return events
+
+
+def _fast_events(
+    events: list[Event], fast: _FastDelivery, body: bytes, delivery_id: str | None, received_at: int | None
+) -> bool:
+    """Append the events of a one-pass decode; False when it holds a change of another field."""
+    if fast.entry is not None:
+        for i, entry in enumerate(fast.entry):
+            waba_id = entry.id if type(entry.id) is str else None if entry.id is None else str(entry.id)
+            for j, change in enumerate(entry.changes or ()):
+                if change.field != "messages" or change.value is None:
+                    return False
+                _value_events(events, change.value, (body, (i, j)), waba_id, delivery_id, received_at)
+    if fast.messages or fast.statuses or fast.errors:
+        flat = _Value(contacts=fast.contacts, messages=fast.messages, statuses=fast.statuses, errors=fast.errors)
+        _value_events(events, flat, (body, None), None, delivery_id, received_at)
+    elif fast.entry is None:
+        return False
+    return True
 
 
 def raw_value(body: bytes) -> Any:
@@ -141,39 +237,73 @@ def _decode_any(raw: bytes | msgspec.Raw) -> Any:
         raise PayloadError("the delivery is not valid JSON") from None
 
 
+def _untyped(source: _Source) -> Any:
+    if isinstance(source, msgspec.Raw):
+        return _decode_any(source)
+    body, path = source
+    value = _decode_any(body)
+    if path is not None:
+        value = value["entry"][path[0]]["changes"][path[1]]["value"]
+    return value
+
+
+def _value_events(
+    events: list[Event],
+    value: _Value,
+    source: _Source,
+    waba_id: str | None,
+    delivery_id: str | None,
+    received_at: int | None,
+) -> None:
+    # The hot loop of the worker: kept flat, one context per message built directly.
+    metadata = value.metadata
+    messages, statuses, errors = value.messages, value.statuses, value.errors
+    if messages:
+        contacts = value.contacts
+        raws: list[Any] | None = None
+        for index, message in enumerate(messages):
+            kind = message.type
+            if kind not in KNOWN_MESSAGE_TYPES or (
+                kind == "interactive"
+                and (message.interactive is None or message.interactive.type not in KNOWN_INTERACTIVE_TYPES)
+            ):
+                if raws is None:  # rare: decode the source again, untyped, once for all such messages
+                    raws = _untyped(source)["messages"]
+                message = msgspec.structs.replace(message, raw=raws[index])
+            if not contacts:
+                contact = None
+            elif len(contacts) == 1:
+                contact = contacts[0]
+            else:
+                contact = _contact_for(message, contacts)
+            ctx = EventContext(
+                waba_id=waba_id,
+                metadata=metadata,
+                contact=contact,
+                field="messages",
+                delivery_id=delivery_id,
+                received_at=received_at,
+            )
+            events.append(_event(("message", message, ctx)))
+    if statuses or errors or not messages:
+        base = EventContext(
+            waba_id=waba_id, metadata=metadata, field="messages", delivery_id=delivery_id, received_at=received_at
+        )
+        for status in statuses or ():
+            events.append(_event(("status", status, base)))
+        for error in errors or ():
+            events.append(_event(("error", error, base)))
+        if not (messages or statuses or errors):
+            # A messages change with nothing in it: a documentation example with fields at the wrong level.
+            events.append(Event("change", Change(field="messages", value=_untyped(source)), base))
+
+
 def _needs_raw(message: Message) -> bool:
     if message.type not in KNOWN_MESSAGE_TYPES:
         return True
     if message.type == "interactive":
         return message.interactive is None or message.interactive.type not in KNOWN_INTERACTIVE_TYPES
     return False
-
-
-def _value_events(
-    value: _Value, source: bytes | msgspec.Raw, waba_id: str | None, delivery_id: str | None, received_at: int | None
-) -> Iterator[Event]:
-    base = EventContext(
-        waba_id=waba_id,
-        metadata=value.metadata,
-        field="messages",
-        delivery_id=delivery_id,
-        received_at=received_at,
-    )
-    if value.messages:
-        raws: list[Any] | None = None
-        for index, message in enumerate(value.messages):
-            if _needs_raw(message):
-                if raws is None:  # rare: decode the source again, untyped, once for all such messages
-                    raws = _decode_any(source)["messages"]
-                message = msgspec.structs.replace(message, raw=raws[index])
-            yield _message_event(message, value.contacts, base)
-    for status in value.statuses or ():
-        yield Event("status", status, base)
-    for error in value.errors or ():
-        yield Event("error", error, base)
-    if not (value.messages or value.statuses or value.errors):
-        # A messages change with nothing in it: a documentation example with fields at the wrong level.
-        yield Event("change", Change(field="messages", value=_decode_any(source)), base)
 
 
 def _message_event(message: Message, contacts: list[Contact] | None, base: EventContext) -> Event:

@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 
-class _Base(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+class _Base(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
     pass
 
 
