@@ -128,10 +128,13 @@ def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at:
     :raises PayloadError: only when ``body`` is not JSON at all (the web side never stores such a body).
     """
     events: list[Event] = []
-    # Messages, statuses and value-level errors all come as field "messages", which Meta writes
-    # after the value: searching from the end finds it at once in nearly all traffic.
-    if body.rfind(b'"messages"') < 0:
-        # Only other fields: they are kept untyped anyway, so one untyped pass is all it takes.
+    # Choose the path from the last change's field, which Meta writes after its value, so it is
+    # found at once from the end. Messages, statuses and value-level errors all come as field
+    # "messages"; the On-Premise body has no field. The choice only affects speed: each path
+    # checks what it decodes and hands anything unexpected to the general path.
+    last_field = body.rfind(b'"field"')
+    if last_field >= 0 and body.find(b'"messages"', last_field, last_field + 32) < 0:
+        # Other fields are kept untyped anyway, so one untyped pass is all it takes.
         try:
             obj = _any_decoder.decode(body)
         except msgspec.DecodeError:
