@@ -4,12 +4,16 @@ Both formats map to the same events: the Cloud API envelope
 (``object/entry[]/changes[]/value``) and the older On-Premise flat body
 (``{"contacts", "messages"}``, ``{"statuses"}``, ``{"errors"}``).
 
-Decoding never fails on valid JSON. The fast path decodes the whole delivery into typed
-structs in one pass per change (``value`` of other fields is kept as ``msgspec.Raw`` and decoded
-untyped only when met). When anything does not fit the model, the slow path walks the untyped
-JSON and converts part by part, so one odd message costs only itself: it is delivered as a
-`Change` of field ``"messages"`` carrying the part as it came, and the rest of the delivery
-is still typed.
+Decoding never fails on valid JSON. The worker decodes every delivery, so there are three paths,
+each decoder built once:
+
+- a delivery of ``messages`` changes (messages, statuses, value-level errors: nearly all
+  traffic) is decoded into typed structs in one pass;
+- a delivery of other fields is decoded in one untyped pass, as their values stay untyped;
+- anything else (both kinds of field in one delivery, parts that do not fit the model) takes the
+  general path: the envelope first, each change on its own, and when a part does not fit, the
+  untyped JSON converted part by part. One odd message costs only itself: it is delivered as a
+  `Change` of field ``"messages"`` carrying the part as it came, and the rest is still typed.
 """
 
 from __future__ import annotations

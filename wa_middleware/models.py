@@ -74,6 +74,8 @@ __all__ = [
 
 
 class _Base(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, gc=False):
+    # gc=False: events are decoded by the thousand and never form reference cycles (they are
+    # frozen, and their dicts come from JSON), so the garbage collector need not track them.
     pass
 
 
