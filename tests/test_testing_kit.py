@@ -263,3 +263,17 @@ def test_post_through_a_wsgi_app(redis_url: str, namespace: str) -> None:
     assert answer.status == 200
     assert _stored(redis_url, namespace) == 1
     assert testing.post(app, b"not json", auth=("360dialog", "s3cret"), expect=400).status == 400
+
+
+def test_post_finds_the_webhook_path(redis_url: str, namespace: str) -> None:
+    from starlette.applications import Starlette
+
+    from wa_middleware.adapters.asgi import WebhookMiddleware
+
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, path="/hooks/whatsapp")
+    app = Starlette()
+    app.add_middleware(WebhookMiddleware, webhook=wa)
+    assert testing._find_webhook(app) is wa
+    assert testing.post(app, testing.reaction("wamid.X"), auth=("u", "p")).status == 200
+    assert testing.post(app, testing.text(), auth=("u", "p"), path="/elsewhere", expect=404).status == 404
+    assert _stored(redis_url, namespace) == 1
