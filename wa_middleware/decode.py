@@ -112,7 +112,29 @@ class _FastDelivery(msgspec.Struct, gc=False):
     errors: list[Error] | None = None
 
 
+class _OtherChange(msgspec.Struct, gc=False):
+    field: str | None = None
+    value: Any = None
+
+
+class _OtherEntry(msgspec.Struct, gc=False):
+    id: str | int | None = None
+    changes: list[_OtherChange] | None = None
+
+
+class _OtherDelivery(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A delivery of changes of other fields: the envelope typed, the values left as JSON.
+
+    Unknown top-level keys are refused here (the flat On-Premise keys among them), so that a body
+    of another shape goes to the general path instead of losing them.
+    """
+
+    object: Any = None
+    entry: list[_OtherEntry] | None = None
+
+
 _fast_decoder = msgspec.json.Decoder(_FastDelivery)
+_other_decoder = msgspec.json.Decoder(_OtherDelivery)
 _delivery_decoder = msgspec.json.Decoder(_Delivery)
 _value_decoder = msgspec.json.Decoder(_Value)
 _any_decoder = msgspec.json.Decoder()
@@ -138,12 +160,16 @@ def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at:
     # checks what it decodes and hands anything unexpected to the general path.
     last_field = body.rfind(b'"field"')
     if last_field >= 0 and body.find(b'"messages"', last_field, last_field + 32) < 0:
-        # Other fields are kept untyped anyway, so one untyped pass is all it takes.
+        # Other fields keep their values untyped: one pass types the envelope and leaves the values as JSON.
         try:
-            obj = _any_decoder.decode(body)
+            other = _other_decoder.decode(body)
+        except msgspec.ValidationError:
+            return list(_loose_delivery(_decode_any(body), delivery_id, received_at))
         except msgspec.DecodeError:
             raise PayloadError("the delivery is not valid JSON") from None
-        return _changes_only(obj, delivery_id, received_at) or list(_loose_delivery(obj, delivery_id, received_at))
+        if _other_events(events, other, delivery_id, received_at):
+            return events
+        events.clear()
     # A delivery of "messages" changes only: decoded in one typed pass. Anything else (other
     # fields beside them, parts that do not fit the model) takes the general path below.
     try:
@@ -189,28 +215,19 @@ def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at:
     return events
 
 
-def _changes_only(obj: Any, delivery_id: str | None, received_at: int | None) -> list[Event] | None:
-    """The events of the usual envelope of non-message changes; None for any other shape."""
-    events: list[Event] = []
-    try:
-        entries = obj["entry"]
-        if len(obj) > 2 or not entries:  # "object" and "entry" only
-            return None
-        for entry in entries:
-            waba_id = entry.get("id")
-            if type(waba_id) is not str:
-                if type(waba_id) is not int:
-                    return None
-                waba_id = str(waba_id)
-            for change in entry["changes"]:
-                field = change["field"]
-                if type(field) is not str or field == "messages":
-                    return None
-                ctx = EventContext(waba_id=waba_id, field=field, delivery_id=delivery_id, received_at=received_at)
-                events.append(_event(("change", Change(field=field, value=change.get("value")), ctx)))
-    except (KeyError, TypeError, AttributeError):
-        return None
-    return events
+def _other_events(events: list[Event], other: _OtherDelivery, delivery_id: str | None, received_at: int | None) -> bool:
+    """Append the changes of a delivery of other fields; False when it holds anything else."""
+    if not other.entry:
+        return False
+    for entry in other.entry:
+        waba_id = entry.id if type(entry.id) is str else None if entry.id is None else str(entry.id)
+        for change in entry.changes or ():
+            field = change.field
+            if field == "messages":
+                return False
+            ctx = EventContext(waba_id=waba_id, field=field, delivery_id=delivery_id, received_at=received_at)
+            events.append(_event(("change", Change(field=field, value=change.value), ctx)))
+    return True
 
 
 def _fast_events(
