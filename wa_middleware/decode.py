@@ -285,7 +285,7 @@ def _value_events(
     if messages:
         contacts = value.contacts
         raws: list[Any] | None = None
-        for index, message in enumerate(messages):
+        for message in messages:
             kind = message.type
             if kind not in KNOWN_MESSAGE_TYPES or (
                 kind == "interactive"
@@ -293,7 +293,7 @@ def _value_events(
             ):
                 if raws is None:  # rare: decode the source again, untyped, once for all such messages
                     raws = _untyped(source)["messages"]
-                message = msgspec.structs.replace(message, raw=raws[index])
+                message = msgspec.structs.replace(message, raw=raws[messages.index(message)])
             if not contacts:
                 contact = None
             elif len(contacts) == 1:
