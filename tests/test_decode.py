@@ -253,3 +253,69 @@ def test_integer_waba_id_becomes_a_string() -> None:
 def test_retry_round_trip_keeps_raw_and_subtypes() -> None:
     for event in decode("model/interactive_replies.json") + decode("model/edits_and_system.json"):
         assert msgspec.msgpack.decode(msgspec.msgpack.encode(event.data), type=Message) == event.data
+
+
+def _envelope(*changes: tuple[str, Any], flat: dict[str, Any] | None = None) -> bytes:
+    body: dict[str, Any] = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "1", "changes": [{"value": value, "field": field} for field, value in changes]}],
+    }
+    body.update(flat or {})
+    return msgspec.json.encode(body)
+
+
+HOLOGRAM = {"from": "1", "id": "wamid.H", "timestamp": "1", "type": "hologram", "hologram": {"frames": 2}}
+CAROUSEL = {"from": "1", "id": "wamid.C", "type": "interactive", "interactive": {"type": "carousel", "carousel": {}}}
+
+
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        pytest.param(
+            _envelope(("messages", {"messages": [HOLOGRAM, CAROUSEL]}), ("account_update", {"event": "X"})),
+            ["message:hologram+raw", "message:interactive+raw", "change:account_update"],
+            id="mixed-fields",
+        ),
+        pytest.param(
+            _envelope(("messages", {"messages": [HOLOGRAM, {"type": "location", "location": {"latitude": "n"}}]})),
+            ["message:hologram+raw", "change:messages"],
+            id="odd-part-beside-unknown-type",
+        ),
+        pytest.param(
+            _envelope(("account_update", {"event": "X"}), flat={"statuses": [{"id": "s", "status": "sent"}]}),
+            ["change:account_update", "status:sent"],
+            id="envelope-and-flat",
+        ),
+        pytest.param(
+            _envelope(("messages", {"statuses": [{"status": "read"}]}), flat={"extra": 1}),
+            ["status:read"],
+            id="extra-top-level-key",
+        ),
+    ],
+)
+def test_general_path(body: bytes, expected: list[str]) -> None:
+    events = decode_delivery(body)
+    assert summary(events) == expected
+    raws = [e.data.raw for e in events if e.kind == "message" and e.data.raw is not None]
+    assert raws[:1] in ([], [HOLOGRAM])
+
+
+def test_contact_chosen_among_several() -> None:
+    value = {
+        "contacts": [{"wa_id": "1", "profile": {"name": "One"}}, {"user_id": "US.2", "profile": {"name": "Two"}}],
+        "messages": [
+            {"from_user_id": "US.2", "id": "a", "type": "text", "text": {"body": "x"}},
+            {"from": "1", "id": "b", "type": "text", "text": {"body": "y"}},
+            {"from": "3", "id": "c", "type": "text", "text": {"body": "z"}},
+        ],
+    }
+    names = [e.ctx.sender_name for e in decode_delivery(_envelope(("messages", value)))]
+    assert names == ["Two", "One", None]
+
+
+def test_raw_value() -> None:
+    from wa_middleware.decode import raw_value
+
+    assert raw_value(b'{"a": [1]}') == {"a": [1]}
+    with pytest.raises(PayloadError):
+        raw_value(b"{")
