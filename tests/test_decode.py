@@ -319,3 +319,20 @@ def test_raw_value() -> None:
     assert raw_value(b'{"a": [1]}') == {"a": [1]}
     with pytest.raises(PayloadError):
         raw_value(b"{")
+
+
+def _all_bodies() -> list[Any]:
+    from tests.conftest import SHARED_PAYLOADS
+
+    files = sorted(PAYLOADS.glob("**/*.json"))
+    if SHARED_PAYLOADS.is_dir():
+        files += sorted(SHARED_PAYLOADS.glob("*.json"))
+    return [pytest.param(path.read_bytes(), id=path.name) for path in files]
+
+
+@pytest.mark.parametrize("body", _all_bodies())
+def test_fast_paths_agree_with_the_general_path(body: bytes) -> None:
+    """The one-pass paths are only shortcuts: event for event, they give what the general path gives."""
+    from wa_middleware.decode import _general_events
+
+    assert decode_delivery(body, delivery_id="d", received_at=7) == _general_events(body, "d", 7)

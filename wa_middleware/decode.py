@@ -164,12 +164,12 @@ def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at:
         try:
             other = _other_decoder.decode(body)
         except msgspec.ValidationError:
-            return list(_loose_delivery(_decode_any(body), delivery_id, received_at))
+            return _general_events(body, delivery_id, received_at)
         except msgspec.DecodeError:
             raise PayloadError("the delivery is not valid JSON") from None
         if _other_events(events, other, delivery_id, received_at):
             return events
-        events.clear()
+        return _general_events(body, delivery_id, received_at)
     # A delivery of "messages" changes only: decoded in one typed pass. Anything else (other
     # fields beside them, parts that do not fit the model) takes the general path below.
     try:
@@ -181,7 +181,12 @@ def decode_delivery(body: bytes, *, delivery_id: str | None = None, received_at:
     else:
         if _fast_events(events, fast, body, delivery_id, received_at):
             return events
-        events.clear()
+    return _general_events(body, delivery_id, received_at)
+
+
+def _general_events(body: bytes, delivery_id: str | None, received_at: int | None) -> list[Event]:
+    """Any delivery: the envelope first, then each change on its own, then part by part."""
+    events: list[Event] = []
     try:
         delivery = _delivery_decoder.decode(body)
     except msgspec.ValidationError:
