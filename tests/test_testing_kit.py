@@ -267,7 +267,6 @@ def test_post_through_a_wsgi_app(redis_url: str, namespace: str) -> None:
 
 def test_post_finds_the_webhook_path(redis_url: str, namespace: str) -> None:
     from starlette.applications import Starlette
-
     from wa_middleware.adapters.asgi import WebhookMiddleware
 
     wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, path="/hooks/whatsapp")
