@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .auth import Auth, BasicAuth, NoAuth
+from .callbacks import StopPropagation
 from .decode import Event, decode_delivery
 from .errors import (
     AuthError,
@@ -45,6 +46,7 @@ __all__ = [
     "Status",
     "decode_delivery",
     # The endpoint
+    "StopPropagation",
     "Webhook",
     "__version__",
 ]

@@ -1,34 +1,40 @@
-"""The registry of user callbacks and how an event finds the ones it should run."""
+"""The registry of user callbacks and how an event finds the ones it should run.
+
+Ordering rule: the callbacks that match one event run in registration order (the order in
+which the decorators were applied, i.e. top to bottom in a module). A callback stops the later
+ones for that event by raising `StopPropagation`; that is not a failure and is never retried.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .decode import Event, EventKind
 from .errors import ConfigurationError
+from .filters import Predicate, compile_filters, wants_ctx
 
-__all__ = ["Callback", "Registry", "run_coroutine"]
+__all__ = ["Callback", "Matches", "Registry", "StopPropagation", "run_coroutine"]
 
 AnyCallable = Callable[..., Any]
 
 
-def _wants_ctx(fn: AnyCallable) -> bool:
-    """A callback takes the context when it accepts a second positional argument."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return True
-    if not positional:
-        raise ConfigurationError(f"callback {fn!r} must accept the event as its first argument")
-    return len(positional) >= 2
+class StopPropagation(Exception):
+    """Raise in a callback to keep the callbacks registered after it from running on this event.
+
+    The callback itself counts as successful. Callbacks that already ran are not affected, and
+    the event's other callbacks that were registered earlier have run already.
+    """
+
+
+# Events whose matching callbacks are being iterated, by id, and whether one of them stopped
+# propagation. An entry lives exactly as long as the iteration (the event object is alive then,
+# so its id cannot be reused).
+_iterating: dict[int, bool] = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +44,7 @@ class Callback:
     :ivar name: unique name (``module.qualname`` unless given), used for retries and dead letters.
     :ivar kind: the event kind it listens to.
     :ivar values: message types, status values, error codes or change fields it accepts; None for all.
+    :ivar filters: the compiled keyword filters; all must hold.
     """
 
     name: str
@@ -46,19 +53,31 @@ class Callback:
     values: frozenset[str] | None
     is_async: bool
     wants_ctx: bool
+    filters: tuple[Predicate, ...] = ()
 
     def matches(self, event: Event) -> bool:
+        """Whether this callback should run on ``event`` (kind, positional values, then keyword filters)."""
         if event.kind != self.kind:
             return False
-        if self.values is None:
-            return True
-        return _selector(event) in self.values
+        if self.values is not None and _selector(event) not in self.values:
+            return False
+        for predicate in self.filters:
+            if not predicate(event):
+                return False
+        return True
 
     def __call__(self, event: Event) -> Any:
+        """Run the callback on ``event``; a `StopPropagation` it raises ends here, as a success."""
         args = (event.data, event.ctx) if self.wants_ctx else (event.data,)
-        if self.is_async:
-            return run_coroutine(self.fn(*args))
-        return self.fn(*args)
+        try:
+            if self.is_async:
+                return run_coroutine(self.fn(*args))
+            return self.fn(*args)
+        except StopPropagation:
+            key = id(event)
+            if key in _iterating:
+                _iterating[key] = True
+            return None
 
 
 def _selector(event: Event) -> str | None:
@@ -72,6 +91,33 @@ def _selector(event: Event) -> str | None:
     return data.field  # type: ignore[no-any-return]
 
 
+class Matches(list[Callback]):
+    """The callbacks matching one event, in registration order.
+
+    Iterating it yields them one at a time and ends early once one of them raised
+    `StopPropagation`, so a dispatcher that runs ``for callback in registry.matching(event):
+    callback(event)`` honours it without knowing about it. (Copy it with ``list()`` before
+    running anything and the stop is not seen: iterate it while calling.)
+    """
+
+    __slots__ = ("event",)
+
+    def __init__(self, callbacks: list[Callback], event: Event) -> None:
+        super().__init__(callbacks)
+        self.event = event
+
+    def __iter__(self) -> Iterator[Callback]:
+        key = id(self.event)
+        _iterating[key] = False
+        try:
+            for index in range(len(self)):
+                if _iterating.get(key):
+                    return
+                yield self[index]
+        finally:
+            _iterating.pop(key, None)
+
+
 class Registry:
     """Callbacks in registration order: that is the order they run in for one event."""
 
@@ -79,12 +125,21 @@ class Registry:
         self.callbacks: list[Callback] = []
         self.by_name: dict[str, Callback] = {}
 
-    def add(self, kind: EventKind, fn: AnyCallable, values: Collection[str | int], name: str | None) -> Callback:
+    def add(
+        self,
+        kind: EventKind,
+        fn: AnyCallable,
+        values: Collection[str | int],
+        name: str | None,
+        **filters: Any,
+    ) -> Callback:
+        """Register ``fn``; ``filters`` are the keyword filters of `compile_filters`.
+
+        :raises ConfigurationError: for a non-callable, a duplicate name or an invalid filter.
+        """
         if not callable(fn):
             raise ConfigurationError(f"{fn!r} is not callable")
-        for value in values:
-            if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
-                raise ConfigurationError(f"invalid filter value {value!r} for on_{kind}()")
+        accepted, predicates = compile_filters(kind, values, **filters)
         cb_name = name or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         if cb_name in self.by_name:
             raise ConfigurationError(f"a callback named {cb_name!r} is already registered; pass name=...")
@@ -92,16 +147,18 @@ class Registry:
             name=cb_name,
             kind=kind,
             fn=fn,
-            values=frozenset(str(v) for v in values) or None,
+            values=accepted,
             is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__),
-            wants_ctx=_wants_ctx(fn),
+            wants_ctx=wants_ctx(fn),
+            filters=predicates,
         )
         self.callbacks.append(callback)
         self.by_name[cb_name] = callback
         return callback
 
-    def matching(self, event: Event) -> list[Callback]:
-        return [cb for cb in self.callbacks if cb.matches(event)]
+    def matching(self, event: Event) -> Matches:
+        """The callbacks to run on ``event``, in registration order (see `Matches` for `StopPropagation`)."""
+        return Matches([cb for cb in self.callbacks if cb.matches(event)], event)
 
 
 _loop: asyncio.AbstractEventLoop | None = None

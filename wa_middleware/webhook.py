@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
@@ -20,6 +21,7 @@ from .decode import Event, EventKind, decode_delivery
 from .embedded import DEFAULT_DATA_DIR, ensure_server
 from .enqueue import AsyncEnqueuer, SyncEnqueuer
 from .errors import ConfigurationError
+from .filters import StrFilter, compile_filters
 from .models import Change, Error, EventContext, Message, Status
 
 if TYPE_CHECKING:
@@ -140,13 +142,16 @@ class Webhook:
 
     # -- decorators ----------------------------------------------------------------------
 
-    def _decorator(self, kind: EventKind, values: tuple[Any, ...], name: str | None) -> Any:
-        if len(values) == 1 and callable(values[0]):  # used bare: @wa.on_message
-            self.registry.add(kind, values[0], (), name)
+    def _decorator(self, kind: EventKind, values: tuple[Any, ...], name: str | None, filters: dict[str, Any]) -> Any:
+        filters = {key: value for key, value in filters.items() if value is not None}
+        if len(values) == 1 and callable(values[0]) and not isinstance(values[0], str):  # used bare: @wa.on_message
+            self.registry.add(kind, values[0], (), name, **filters)
             return values[0]
+        # Validate now, so a bad filter fails where the decorator is written, even before it is applied.
+        compile_filters(kind, values, **filters)
 
         def register(fn: F) -> F:
-            self.registry.add(kind, fn, values, name)
+            self.registry.add(kind, fn, values, name, **filters)
             return fn
 
         return register
@@ -154,38 +159,149 @@ class Webhook:
     @overload
     def on_message(self, fn: F, /) -> F: ...
     @overload
-    def on_message(self, *types: str, name: str | None = None) -> Callable[[F], F]: ...
-    def on_message(self, *types: Any, name: str | None = None) -> Any:
+    def on_message(
+        self,
+        *types: str,
+        name: str | None = None,
+        phone_number_id: StrFilter | None = None,
+        waba_id: StrFilter | None = None,
+        sender: StrFilter | None = None,
+        text: StrFilter | None = None,
+        text_prefix: StrFilter | None = None,
+        text_regex: str | re.Pattern[str] | None = None,
+        reply_id: StrFilter | None = None,
+        error_code: int | str | Iterable[int | str] | None = None,
+        when: Callable[..., bool] | None = None,
+    ) -> Callable[[F], F]: ...
+    def on_message(
+        self,
+        *types: Any,
+        name: str | None = None,
+        phone_number_id: StrFilter | None = None,
+        waba_id: StrFilter | None = None,
+        sender: StrFilter | None = None,
+        text: StrFilter | None = None,
+        text_prefix: StrFilter | None = None,
+        text_regex: str | re.Pattern[str] | None = None,
+        reply_id: StrFilter | None = None,
+        error_code: int | str | Iterable[int | str] | None = None,
+        when: Callable[..., bool] | None = None,
+    ) -> Any:
         """Run the decorated callback for incoming messages of the given types (all types if none).
 
         ``@wa.on_message()`` also receives messages of types not known to this version,
-        with their payload in ``message.raw``.
+        with their payload in ``message.raw``. Keyword filters narrow it further; all must hold,
+        and each takes one value or a collection of values (any of them):
+
+        :param name: the callback's unique name (default ``module.qualname``).
+        :param phone_number_id: the receiving business number(s) (``metadata.phone_number_id``).
+        :param waba_id: the WhatsApp Business Account(s) (``entry[].id``).
+        :param sender: the sender's phone number(s) or business-scoped user id(s).
+        :param text: exact body of a text message (implies type ``"text"``).
+        :param text_prefix: start of the body of a text message (implies type ``"text"``).
+        :param text_regex: a pattern searched (``re.search``) in the body of a text message.
+        :param reply_id: the id of the interactive button or list row, or a template button's
+            payload (implies types ``"interactive"`` and ``"button"``).
+        :param error_code: a code among the message's ``errors``.
+        :param when: any predicate, called as ``when(message)`` or ``when(message, ctx)``.
+        :raises ConfigurationError: at decoration time, for an invalid filter.
         """
-        return self._decorator("message", types, name)
+        filters = dict(
+            phone_number_id=phone_number_id, waba_id=waba_id, sender=sender, text=text, text_prefix=text_prefix,
+            text_regex=text_regex, reply_id=reply_id, error_code=error_code, when=when,
+        )  # fmt: skip
+        return self._decorator("message", types, name, filters)
 
     @overload
     def on_status(self, fn: F, /) -> F: ...
     @overload
-    def on_status(self, *statuses: str, name: str | None = None) -> Callable[[F], F]: ...
-    def on_status(self, *statuses: Any, name: str | None = None) -> Any:
-        """Run the decorated callback for status updates with these values (all if none)."""
-        return self._decorator("status", statuses, name)
+    def on_status(
+        self,
+        *statuses: str,
+        name: str | None = None,
+        phone_number_id: StrFilter | None = None,
+        waba_id: StrFilter | None = None,
+        recipient: StrFilter | None = None,
+        error_code: int | str | Iterable[int | str] | None = None,
+        when: Callable[..., bool] | None = None,
+    ) -> Callable[[F], F]: ...
+    def on_status(
+        self,
+        *statuses: Any,
+        name: str | None = None,
+        phone_number_id: StrFilter | None = None,
+        waba_id: StrFilter | None = None,
+        recipient: StrFilter | None = None,
+        error_code: int | str | Iterable[int | str] | None = None,
+        when: Callable[..., bool] | None = None,
+    ) -> Any:
+        """Run the decorated callback for status updates with these values (all if none).
+
+        :param recipient: the recipient's phone number(s) or business-scoped user id(s).
+        :param error_code: a code among the status's ``errors`` (of a ``failed`` status).
+
+        ``name``, ``phone_number_id``, ``waba_id`` and ``when`` as for `on_message`.
+        """
+        filters = dict(
+            phone_number_id=phone_number_id, waba_id=waba_id, recipient=recipient, error_code=error_code, when=when
+        )
+        return self._decorator("status", statuses, name, filters)
 
     @overload
     def on_error(self, fn: F, /) -> F: ...
     @overload
-    def on_error(self, *codes: int | str, name: str | None = None) -> Callable[[F], F]: ...
-    def on_error(self, *codes: Any, name: str | None = None) -> Any:
-        """Run the decorated callback for value-level errors with these codes (all if none)."""
-        return self._decorator("error", codes, name)
+    def on_error(
+        self,
+        *codes: int | str,
+        name: str | None = None,
+        phone_number_id: StrFilter | None = None,
+        waba_id: StrFilter | None = None,
+        when: Callable[..., bool] | None = None,
+    ) -> Callable[[F], F]: ...
+    def on_error(
+        self,
+        *codes: Any,
+        name: str | None = None,
+        phone_number_id: StrFilter | None = None,
+        waba_id: StrFilter | None = None,
+        when: Callable[..., bool] | None = None,
+    ) -> Any:
+        """Run the decorated callback for value-level errors with these codes (all if none).
+
+        ``name``, ``phone_number_id``, ``waba_id`` and ``when`` as for `on_message`.
+        """
+        filters = dict(phone_number_id=phone_number_id, waba_id=waba_id, when=when)
+        return self._decorator("error", codes, name, filters)
 
     @overload
     def on_change(self, fn: F, /) -> F: ...
     @overload
-    def on_change(self, *fields: str, name: str | None = None) -> Callable[[F], F]: ...
-    def on_change(self, *fields: Any, name: str | None = None) -> Any:
-        """Run the decorated callback for changes of these ``field`` values (all non-message fields if none)."""
-        return self._decorator("change", fields, name)
+    def on_change(
+        self,
+        *fields: str,
+        name: str | None = None,
+        phone_number_id: StrFilter | None = None,
+        waba_id: StrFilter | None = None,
+        event: StrFilter | None = None,
+        when: Callable[..., bool] | None = None,
+    ) -> Callable[[F], F]: ...
+    def on_change(
+        self,
+        *fields: Any,
+        name: str | None = None,
+        phone_number_id: StrFilter | None = None,
+        waba_id: StrFilter | None = None,
+        event: StrFilter | None = None,
+        when: Callable[..., bool] | None = None,
+    ) -> Any:
+        """Run the decorated callback for changes of these ``field`` values (all non-message fields if none).
+
+        :param event: the change value's ``event`` (``"APPROVED"``, ``"ACCOUNT_VIOLATION"``...).
+
+        ``name``, ``phone_number_id``, ``waba_id`` and ``when`` as for `on_message`.
+        """
+        filters = dict(phone_number_id=phone_number_id, waba_id=waba_id, event=event, when=when)
+        return self._decorator("change", fields, name, filters)
 
     # -- request path --------------------------------------------------------------------
 

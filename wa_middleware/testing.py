@@ -1,0 +1,615 @@
+"""Test your bot: build realistic deliveries and run your callbacks on them.
+
+Builders (`text`, `image`, `button_reply`, `status`...) return a `Delivery` in the Cloud API
+envelope, with sensible defaults that every keyword overrides; add deliveries together (or pass
+them to `delivery`) to put several events in one. Then either
+
+- `run` your `Webhook`'s callbacks on it, synchronously, with no Redis and no worker, through
+  the decoder, the filters and the callback invocation that production uses; or
+- `post` it through your own wrapped ASGI or WSGI app, as 360dialog would (this one stores the
+  delivery, so it needs the broker your `Webhook` is configured with).
+
+::
+
+    from wa_middleware import testing
+
+    def test_greets_back():
+        result = testing.run(wa, testing.text("hi", sender="4915112345678"))
+        assert result.names == ["bot.greet"]
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from .callbacks import Callback
+from .decode import Event, decode_delivery
+
+if TYPE_CHECKING:
+    from .webhook import Webhook
+
+__all__ = [
+    "BUSINESS_NUMBER",
+    "PHONE_NUMBER_ID",
+    "SENDER",
+    "SENDER_NAME",
+    "WABA_ID",
+    "Answer",
+    "Call",
+    "Delivery",
+    "Result",
+    "audio",
+    "button",
+    "button_reply",
+    "change",
+    "delivery",
+    "document",
+    "error",
+    "flow_reply",
+    "image",
+    "list_reply",
+    "location",
+    "message",
+    "post",
+    "reaction",
+    "run",
+    "status",
+    "sticker",
+    "template_status",
+    "text",
+    "video",
+]
+
+#: Defaults of the builders, each overridable by keyword.
+WABA_ID = "102290129340398"
+PHONE_NUMBER_ID = "106540352242922"
+BUSINESS_NUMBER = "15550783881"
+SENDER = "16505551234"
+SENDER_NAME = "Test User"
+
+_ids = itertools.count(1)
+
+
+def _new_id(prefix: str = "wamid.TEST") -> str:
+    return f"{prefix}{next(_ids):012d}"
+
+
+def _now() -> str:
+    return str(int(time.time()))
+
+
+@dataclass
+class _Part:
+    waba_id: str
+    field: str
+    value: dict[str, Any]
+
+
+@dataclass
+class Delivery:
+    """A webhook delivery in the Cloud API envelope, built from parts.
+
+    ``a + b`` (or ``delivery(a, b, ...)``) puts several events in one delivery: parts of the
+    ``messages`` field that share a business number merge into one ``value``, as WhatsApp
+    batches them (in a value, messages come before statuses, and statuses before errors);
+    other parts become changes of their own. Parts of different WABAs become separate entries.
+    """
+
+    parts: list[_Part] = field(default_factory=list)
+
+    def __add__(self, other: Delivery) -> Delivery:
+        if not isinstance(other, Delivery):
+            return NotImplemented
+        return Delivery([*self.parts, *other.parts])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The delivery as JSON builtins."""
+        entries: dict[str, list[dict[str, Any]]] = {}
+        for part in self.parts:
+            changes = entries.setdefault(part.waba_id, [])
+            if part.field == "messages":
+                target = next(
+                    (
+                        c["value"]
+                        for c in changes
+                        if c["field"] == "messages" and c["value"].get("metadata") == part.value.get("metadata")
+                    ),
+                    None,
+                )
+                if target is not None:
+                    _merge(target, part.value)
+                    continue
+            changes.append({"value": _copy(part.value), "field": part.field})
+        return {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": waba_id, "changes": changes} for waba_id, changes in entries.items()],
+        }
+
+    def to_bytes(self) -> bytes:
+        """The delivery as the request body WhatsApp would send."""
+        return msgspec.json.encode(self.to_dict())
+
+    def events(self) -> list[Event]:
+        """The events this delivery decodes into."""
+        return decode_delivery(self.to_bytes())
+
+
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    return msgspec.json.decode(msgspec.json.encode(value))  # type: ignore[no-any-return]
+
+
+def _merge(target: dict[str, Any], value: dict[str, Any]) -> None:
+    for key in ("contacts", "messages", "statuses", "errors"):
+        for item in value.get(key, ()):
+            items = target.setdefault(key, [])
+            if key == "contacts" and item in items:
+                continue
+            items.append(_copy(item))
+
+
+def delivery(*parts: Delivery) -> Delivery:
+    """One delivery carrying all the given parts' events, in order."""
+    out = Delivery()
+    for part in parts:
+        out = out + part
+    return out
+
+
+def _metadata(overrides: dict[str, Any]) -> dict[str, str]:
+    return {
+        "display_phone_number": str(overrides.pop("display_phone_number", BUSINESS_NUMBER)),
+        "phone_number_id": str(overrides.pop("phone_number_id", PHONE_NUMBER_ID)),
+    }
+
+
+def message(type: str, content: Any = None, **overrides: Any) -> Delivery:
+    """A message of any ``type`` (also one this library does not know), ``content`` under the type's key.
+
+    :param sender: the sender's phone number (``from`` and the contact's ``wa_id``); ``""`` for none.
+    :param user_id: the sender's business-scoped user id (``from_user_id`` and the contact's ``user_id``).
+    :param name: the sender's profile name; None for no contact at all.
+    :param id: the message id (default: a fresh ``wamid.TEST...``).
+    :param timestamp: unix seconds (default: now).
+    :param reply_to: the id of the message this one replies to (sets ``context``).
+    :param phone_number_id: the receiving business number's id.
+    :param display_phone_number: the receiving business number.
+    :param waba_id: the WhatsApp Business Account id.
+
+    Any other keyword is set on the message object as is (``referral={...}``, ``group_id="..."``).
+    """
+    waba_id = str(overrides.pop("waba_id", WABA_ID))
+    metadata = _metadata(overrides)
+    sender = str(overrides.pop("sender", SENDER))
+    user_id = overrides.pop("user_id", None)
+    name = overrides.pop("name", SENDER_NAME)
+    reply_to = overrides.pop("reply_to", None)
+    msg: dict[str, Any] = {}
+    if sender:
+        msg["from"] = sender
+    if user_id:
+        msg["from_user_id"] = user_id
+    msg["id"] = overrides.pop("id", None) or _new_id()
+    msg["timestamp"] = str(overrides.pop("timestamp", None) or _now())
+    if reply_to is not None:
+        msg["context"] = {"from": metadata["display_phone_number"], "id": reply_to}
+    msg["type"] = type
+    if content is not None:
+        msg[type] = content
+    msg.update(overrides)
+    value: dict[str, Any] = {"messaging_product": "whatsapp", "metadata": metadata}
+    if name is not None:
+        contact: dict[str, Any] = {"profile": {"name": name}}
+        if sender:
+            contact["wa_id"] = sender
+        if user_id:
+            contact["user_id"] = user_id
+        value["contacts"] = [contact]
+    value["messages"] = [msg]
+    return Delivery([_Part(waba_id, "messages", value)])
+
+
+def text(body: str = "Hello", **overrides: Any) -> Delivery:
+    """A text message. Keywords as for `message`."""
+    return message("text", {"body": body}, **overrides)
+
+
+def _media(kind: str, mime_type: str, extra: dict[str, Any], overrides: dict[str, Any]) -> Delivery:
+    content: dict[str, Any] = {
+        "mime_type": overrides.pop("mime_type", mime_type),
+        "sha256": overrides.pop("sha256", "c0ffee" * 8),
+        "id": str(overrides.pop("media_id", None) or next(_ids) + 900000000000000),
+    }
+    content.update({key: value for key, value in extra.items() if value is not None})
+    return message(kind, content, **overrides)
+
+
+def image(caption: str | None = None, **overrides: Any) -> Delivery:
+    """An image message; ``media_id``, ``mime_type``, ``sha256`` override the media fields."""
+    return _media("image", "image/jpeg", {"caption": caption}, overrides)
+
+
+def video(caption: str | None = None, **overrides: Any) -> Delivery:
+    """A video message; media keywords as for `image`."""
+    return _media("video", "video/mp4", {"caption": caption}, overrides)
+
+
+def audio(*, voice: bool = True, **overrides: Any) -> Delivery:
+    """An audio message, by default a voice note; media keywords as for `image`."""
+    return _media("audio", "audio/ogg; codecs=opus", {"voice": voice}, overrides)
+
+
+def document(filename: str = "file.pdf", caption: str | None = None, **overrides: Any) -> Delivery:
+    """A document message; media keywords as for `image`."""
+    return _media("document", "application/pdf", {"filename": filename, "caption": caption}, overrides)
+
+
+def sticker(*, animated: bool = False, **overrides: Any) -> Delivery:
+    """A sticker message; media keywords as for `image`."""
+    return _media("sticker", "image/webp", {"animated": animated}, overrides)
+
+
+def location(
+    latitude: float = 52.520008,
+    longitude: float = 13.404954,
+    *,
+    name: str | None = None,
+    address: str | None = None,
+    **overrides: Any,
+) -> Delivery:
+    """A location message (a named place when ``name``/``address`` are given)."""
+    content: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+    if name is not None:
+        content["name"] = name
+    if address is not None:
+        content["address"] = address
+    return message("location", content, **overrides)
+
+
+def button_reply(id: str, title: str = "Yes", **overrides: Any) -> Delivery:
+    """The user tapped a reply button of an interactive message you sent."""
+    overrides.setdefault("reply_to", _new_id("wamid.SENT"))
+    return message("interactive", {"type": "button_reply", "button_reply": {"id": id, "title": title}}, **overrides)
+
+
+def list_reply(id: str, title: str = "Option", description: str | None = None, **overrides: Any) -> Delivery:
+    """The user chose a row of a list message you sent."""
+    row: dict[str, Any] = {"id": id, "title": title}
+    if description is not None:
+        row["description"] = description
+    overrides.setdefault("reply_to", _new_id("wamid.SENT"))
+    return message("interactive", {"type": "list_reply", "list_reply": row}, **overrides)
+
+
+def flow_reply(response: Mapping[str, Any], *, name: str = "flow", body: str = "Sent", **overrides: Any) -> Delivery:
+    """The user completed a WhatsApp Flow (``nfm_reply``); ``response`` becomes its ``response_json``."""
+    reply = {"response_json": msgspec.json.encode(dict(response)).decode(), "body": body, "name": name}
+    overrides.setdefault("reply_to", _new_id("wamid.SENT"))
+    return message("interactive", {"type": "nfm_reply", "nfm_reply": reply}, **overrides)
+
+
+def button(payload: str, text: str | None = None, **overrides: Any) -> Delivery:
+    """The user tapped a quick-reply button of a template you sent (``type: "button"``)."""
+    overrides.setdefault("reply_to", _new_id("wamid.SENT"))
+    return message("button", {"payload": payload, "text": text if text is not None else payload}, **overrides)
+
+
+def reaction(message_id: str, emoji: str | None = "\N{THUMBS UP SIGN}", **overrides: Any) -> Delivery:
+    """A reaction to ``message_id``; ``emoji=None`` builds the removal form (no emoji)."""
+    content: dict[str, Any] = {"message_id": message_id}
+    if emoji is not None:
+        content["emoji"] = emoji
+    return message("reaction", content, **overrides)
+
+
+def _error(code: int, title: str, message: str | None, details: str | None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "title": title, "message": message or title}
+    err["error_data"] = {"details": details or title}
+    err["href"] = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
+    return err
+
+
+def status(
+    status: str = "delivered",
+    *,
+    message_id: str | None = None,
+    recipient: str = SENDER,
+    errors: Iterable[Mapping[str, Any]] | None = None,
+    error_code: int = 131026,
+    error_title: str = "Message undeliverable",
+    pricing: bool = True,
+    **overrides: Any,
+) -> Delivery:
+    """A status update of a message you sent: ``sent``, ``delivered``, ``read``, ``played``,
+    ``failed``, ``deleted``, or any other value.
+
+    :param message_id: the id of your message (default: a fresh one).
+    :param recipient: the user you sent it to (``recipient_id``).
+    :param errors: the status's errors; a ``failed`` status gets one with ``error_code`` and
+        ``error_title`` unless given.
+    :param pricing: add per-message ``pricing`` (not to failed statuses).
+
+    ``timestamp``, ``phone_number_id``, ``display_phone_number``, ``waba_id`` as for `message`;
+    any other keyword is set on the status object.
+    """
+    waba_id = str(overrides.pop("waba_id", WABA_ID))
+    metadata = _metadata(overrides)
+    st: dict[str, Any] = {
+        "id": message_id or _new_id("wamid.SENT"),
+        "status": status,
+        "timestamp": str(overrides.pop("timestamp", None) or _now()),
+        "recipient_id": recipient,
+    }
+    if errors is not None:
+        st["errors"] = [dict(e) for e in errors]
+    elif status == "failed":
+        st["errors"] = [_error(error_code, error_title, None, None)]
+    if pricing and status not in ("failed", "deleted"):
+        st["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "utility", "type": "regular"}
+    st.update(overrides)
+    value = {"messaging_product": "whatsapp", "metadata": metadata, "statuses": [st]}
+    return Delivery([_Part(waba_id, "messages", value)])
+
+
+def error(
+    code: int = 130429,
+    title: str = "Rate limit hit",
+    *,
+    message: str | None = None,
+    details: str | None = None,
+    **overrides: Any,
+) -> Delivery:
+    """A value-level error (not tied to one message), in the newer error shape.
+
+    ``phone_number_id``, ``display_phone_number``, ``waba_id`` as for `message`.
+    """
+    waba_id = str(overrides.pop("waba_id", WABA_ID))
+    value: dict[str, Any] = {"messaging_product": "whatsapp", "metadata": _metadata(overrides)}
+    err = _error(code, title, message, details)
+    err.update(overrides)
+    value["errors"] = [err]
+    return Delivery([_Part(waba_id, "messages", value)])
+
+
+def template_status(
+    event: str = "APPROVED",
+    *,
+    name: str = "order_update",
+    language: str = "en_US",
+    template_id: int = 1234567890,
+    reason: str | None = None,
+    waba_id: str = WABA_ID,
+    **overrides: Any,
+) -> Delivery:
+    """A ``message_template_status_update`` (``APPROVED``, ``REJECTED``, ``PAUSED``, ``DISABLED``...)."""
+    value: dict[str, Any] = {
+        "event": event,
+        "message_template_id": template_id,
+        "message_template_name": name,
+        "message_template_language": language,
+        "reason": reason if reason is not None else ("NONE" if event == "APPROVED" else "INCORRECT_CATEGORY"),
+    }
+    value.update(overrides)
+    return change("message_template_status_update", value, waba_id=waba_id)
+
+
+def change(field: str, value: Any, *, waba_id: str = WABA_ID) -> Delivery:
+    """A change of any ``field`` with the given ``value``."""
+    return Delivery([_Part(waba_id, field, value)])
+
+
+# -- running callbacks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """One callback run on one event."""
+
+    callback: Callback
+    event: Event
+    #: What the callback raised (only recorded with ``run(..., raise_errors=False)``).
+    error: Exception | None = None
+
+    @property
+    def name(self) -> str:
+        return self.callback.name
+
+    @property
+    def data(self) -> Any:
+        """The event's struct: a `Message`, `Status`, `Error` or `Change`."""
+        return self.event.data
+
+
+@dataclass
+class Result:
+    """What `run` did: every decoded event, and the callbacks that ran, in order."""
+
+    events: list[Event]
+    calls: list[Call]
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the callbacks that ran, in order (one per run)."""
+        return [call.name for call in self.calls]
+
+    def calls_of(self, callback: Callable[..., Any] | str) -> list[Call]:
+        """The runs of one callback, given as the decorated function or its name."""
+        return [call for call in self.calls if call.name == callback or call.callback.fn is callback]
+
+    def ran(self, callback: Callable[..., Any] | str) -> bool:
+        """Whether ``callback`` ran at least once."""
+        return bool(self.calls_of(callback))
+
+    @property
+    def unhandled(self) -> list[Event]:
+        """Events no callback ran on."""
+        handled = {id(call.event) for call in self.calls}
+        return [event for event in self.events if id(event) not in handled]
+
+    def __iter__(self) -> Iterator[Call]:
+        return iter(self.calls)
+
+
+def _body(delivery: Delivery | bytes | str | Mapping[str, Any]) -> bytes:
+    if isinstance(delivery, Delivery):
+        return delivery.to_bytes()
+    if isinstance(delivery, bytes):
+        return delivery
+    if isinstance(delivery, str):
+        return delivery.encode()
+    return msgspec.json.encode(dict(delivery))
+
+
+def run(
+    webhook: Webhook,
+    delivery: Delivery | bytes | str | Mapping[str, Any],
+    *,
+    raise_errors: bool = True,
+    delivery_id: str = "test-delivery",
+    received_at: int | None = None,
+) -> Result:
+    """Run ``webhook``'s callbacks on ``delivery`` now, in this thread: no Redis, no worker.
+
+    The delivery goes through the production decoder, filters and callback invocation (async
+    callbacks included), event by event in delivery order and, for each event, callback by
+    callback in registration order, honouring `StopPropagation`.
+
+    :param webhook: your `Webhook`.
+    :param delivery: a `Delivery` from the builders, or a body as bytes, str or dict.
+    :param raise_errors: re-raise the first exception a callback raises (default). With False,
+        record it in `Call.error` and go on, as the worker does (it would retry that callback).
+    :param delivery_id: put into every event's context.
+    :param received_at: put into every event's context (default: now).
+    """
+    received = received_at if received_at is not None else int(time.time() * 1000)
+    events = decode_delivery(_body(delivery), delivery_id=delivery_id, received_at=received)
+    calls: list[Call] = []
+    for event in events:
+        for callback in webhook.registry.matching(event):
+            try:
+                callback(event)
+            except Exception as exc:
+                if raise_errors:
+                    raise
+                calls.append(Call(callback, event, exc))
+            else:
+                calls.append(Call(callback, event))
+    return Result(events, calls)
+
+
+# -- posting through your app ----------------------------------------------------------------
+
+
+def _find_webhook(app: Any) -> Webhook | None:
+    """The `Webhook` of the first wa-middleware adapter in a chain of wrapped apps."""
+    from .webhook import Webhook
+
+    seen: set[int] = set()
+    node = app
+    while node is not None and id(node) not in seen and len(seen) < 50:
+        seen.add(id(node))
+        found = getattr(node, "webhook", None)
+        if isinstance(found, Webhook):
+            return found
+        # Starlette and FastAPI build their stack on the first request; until then it is declared here.
+        for middleware in getattr(node, "user_middleware", None) or ():
+            for value in (*getattr(middleware, "args", ()), *getattr(middleware, "kwargs", {}).values()):
+                if isinstance(value, Webhook):
+                    return value
+        # Starlette and FastAPI keep the built stack in middleware_stack; Flask wraps wsgi_app.
+        node = getattr(node, "middleware_stack", None) or getattr(node, "wsgi_app", None) or getattr(node, "app", None)
+    return None
+
+
+async def _close_loop_enqueuer(webhook: Webhook) -> None:
+    import asyncio
+
+    enqueuers = getattr(webhook, "_async_enqueuers", {})
+    enqueuer = enqueuers.pop(asyncio.get_running_loop(), None)
+    if enqueuer is not None:
+        await enqueuer.aclose()
+
+
+def _test_client_class() -> Any:
+    """Starlette's TestClient. Recent Starlette deprecates running it on ``httpx`` rather than
+    ``httpx2``; which of the two the kit's requests travel on is no concern of the user's
+    tests, so that one warning is silenced here (install ``httpx2`` and it never fires)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+        from starlette.testclient import TestClient
+    return TestClient
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the app answered."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return msgspec.json.decode(self.body)
+
+
+def post(
+    app: Any,
+    delivery: Delivery | bytes | str | Mapping[str, Any],
+    *,
+    auth: tuple[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    path: str | None = None,
+    expect: int | None = 200,
+    interface: Literal["auto", "asgi", "wsgi"] = "auto",
+    webhook: Webhook | None = None,
+) -> Answer:
+    """POST ``delivery`` to your wrapped app as 360dialog would, and check the answer.
+
+    ASGI apps go through Starlette's ``TestClient`` (needs ``httpx``), WSGI apps through
+    Werkzeug's test ``Client``. The webhook stores what it accepts: its broker must be reachable.
+
+    :param app: your app with the middleware applied (FastAPI, Starlette, Flask, Django...).
+    :param auth: ``(user, password)`` for Basic auth, as configured on 360dialog's side.
+    :param headers: extra request headers (a signature header, for instance).
+    :param path: the webhook's path (default: the webhook's, else ``/webhook``).
+    :param expect: the status the answer must have (AssertionError otherwise); None to skip the check.
+    :param interface: ``"asgi"`` or ``"wsgi"``; by default told from ``app``.
+    :param webhook: the `Webhook` the app serves; found in the middleware stack when not given.
+        With ASGI, its Redis connection on the test client's event loop is closed before returning.
+    """
+    import inspect
+
+    request_headers = {"content-type": "application/json", "user-agent": "wa-middleware-testing"}
+    if auth is not None:
+        from .auth import BasicAuth
+
+        request_headers["authorization"] = BasicAuth.header_value(*auth)
+    request_headers.update(headers or {})
+    body = _body(delivery)
+    if interface == "auto":
+        is_asgi = inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__)
+        interface = "asgi" if is_asgi else "wsgi"
+    webhook = webhook or _find_webhook(app)
+    path = path or (webhook.path if webhook is not None else "/webhook")
+    if interface == "asgi":
+        with _test_client_class()(app) as client:
+            response = client.post(path, content=body, headers=request_headers)
+            answer = Answer(response.status_code, dict(response.headers), response.content)
+            if webhook is not None:
+                # The enqueuer is bound to this client's event loop, which ends with the client.
+                client.portal.call(_close_loop_enqueuer, webhook)
+    else:
+        from werkzeug.test import Client
+
+        wsgi_response = Client(app).post(path, data=body, headers=request_headers)
+        answer = Answer(wsgi_response.status_code, dict(wsgi_response.headers), wsgi_response.get_data())
+    if expect is not None and answer.status != expect:
+        raise AssertionError(f"expected {expect}, got {answer.status}: {answer.body[:500]!r}")
+    return answer
