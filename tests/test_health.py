@@ -153,7 +153,7 @@ def test_health_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
 
 
 def test_documented_mounting(tmp_path: Path) -> None:
-    """The forms docs/operate.md shows: a FastAPI route to the HealthCheck itself, a WSGI dispatcher to .wsgi."""
+    """The forms the README shows: a FastAPI route to the HealthCheck itself, a WSGI dispatcher to .wsgi."""
     import asyncio
 
     from fastapi import FastAPI

@@ -1,4 +1,4 @@
-"""wa_middleware.testing: the builders, run() and post(), and the small bot of docs/events.md."""
+"""wa_middleware.testing: the builders, run() and post(), and the small bot of the README."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import redis
 
 from wa_middleware import BasicAuth, EventContext, Message, Status, StopPropagation, Webhook, testing
 
-# -- the small bot of docs/events.md -----------------------------------------------------------
+# -- the small bot of the README -----------------------------------------------------------
 
 sent: list[tuple[str | None, str]] = []  # what the bot would send through 360dialog's API
 

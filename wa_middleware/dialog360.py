@@ -1,6 +1,6 @@
 """A small client for 360dialog's webhook configuration API, on the standard library only.
 
-Endpoints (see ``docs/operate.md``): ``/v1/configs/webhook`` for a phone number's webhook,
+Endpoints (see ``the README``): ``/v1/configs/webhook`` for a phone number's webhook,
 ``/waba_webhook`` for the WABA-wide one. Every call carries the channel's ``D360-API-KEY``.
 Errors come in two shapes, the legacy ``{"meta": {"developer_message": ...}}`` and the newer
 ``{"error": ...}``; anything else is shown as the raw body. The API key never appears in a
