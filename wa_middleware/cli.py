@@ -67,6 +67,27 @@ def _embedded(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import KINDS, parse_since, replay
+    from .worker import load_webhook
+
+    webhook = load_webhook(args.app)
+    if not webhook.record:
+        print("note: this Webhook has record=False; only deliveries recorded while it was on can be replayed")
+    kinds = {KINDS[k] for k in args.kind} if args.kind else None
+    report = replay(
+        webhook, since_seconds=parse_since(args.since), kinds=kinds, callback=args.callback, dry_run=args.dry_run
+    )
+    verb = "would re-run" if args.dry_run else "re-ran"
+    print(
+        f"{verb} {report.runs} callback run(s) on {report.events} event(s) "
+        f"from {report.deliveries} recorded delivery(ies); deduplication bypassed"
+    )
+    for name, error in report.failures:
+        print(f"failed: {name}: {error}")
+    return 1 if report.failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wa-middleware", description="WhatsApp webhooks, answered fast.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["start", "stop", "status"])
     embedded.add_argument("--data-dir", default=".wa_middleware")
     embedded.set_defaults(func=_embedded)
+
+    again = sub.add_parser(
+        "replay",
+        help="run callbacks again over recorded deliveries (Webhook(record=True)), e.g. after a bug fix",
+        description="Runs in this process, through the same decode and filters as the workers. "
+        "Deduplication is bypassed for this replay only: every matching callback runs again.",
+    )
+    again.add_argument("app", metavar="MODULE:ATTR", help="where the Webhook is, e.g. myapp.hooks:wa")
+    again.add_argument("--since", required=True, help="how far back: 30m, 2h, 7d")
+    again.add_argument("--kind", action="append", choices=["messages", "statuses", "errors", "changes"])
+    again.add_argument("--callback", help="only this callback (its name: module.function, or name=...)")
+    again.add_argument("--dry-run", action="store_true", help="count what would run, run nothing")
+    again.set_defaults(func=_replay)
 
     from .commands import register
 
