@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from wa_middleware.errors import ConfigurationError, QueueUnavailable, WebhookError
+from wa_middleware.errors import ConfigurationError, RequestTimeout, WebhookError
 from wa_middleware.webhook import Webhook
 
 if TYPE_CHECKING:
@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from wa_middleware.core import Response
 
 __all__ = ["WebhookMiddleware"]
+
+
+class _Disconnected(Exception):
+    """The client went away before the body was complete: nothing to answer, nothing stored."""
 
 
 class WebhookMiddleware:
@@ -36,6 +40,8 @@ class WebhookMiddleware:
             return
         try:
             response = await self._handle(scope, receive)
+        except _Disconnected:
+            return
         except WebhookError as exc:
             response = self.core.reject(exc)
         except Exception as exc:  # a bug must still not become a 200 or a traceback
@@ -45,12 +51,18 @@ class WebhookMiddleware:
 
     async def _handle(self, scope: Scope, receive: Receive) -> Response:
         core = self.core
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            # Repeated headers are joined as WSGI servers join them, so both adapters see the same
+            # thing (and a repeated credential is malformed, not "the last one wins").
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
         length_header = headers.get("content-length")
         content_length: int | None = None
         if length_header is not None:
             content_length = int(length_header) if length_header.isdigit() else -1
-        early = core.start(scope["method"], headers, content_length)
+        query = scope.get("query_string", b"").decode("latin-1")
+        early = core.start(scope["method"], headers, content_length, query)
         if early is not None:
             return early
         body = await self._read_body(receive)
@@ -61,21 +73,24 @@ class WebhookMiddleware:
         return core.accepted(job)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
-        """Read the body counting bytes against the cap; None when it grows past it."""
+        """Read the body counting bytes against the cap; None when it grows past it.
+
+        The whole body must arrive within ``core.body_timeout`` (not each chunk: a client sending a
+        byte every few seconds would hold the request open for ever).
+        """
         cap = self.core.max_body_size
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.core.body_timeout
         chunks: list[bytes] = []
         size = 0
         more = True
         while more:
             try:
-                message: Message = await asyncio.wait_for(receive(), self.core.body_timeout)
+                message: Message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
             except asyncio.TimeoutError:
-                from wa_middleware.errors import RequestTimeout
-
                 raise RequestTimeout() from None
             if message["type"] == "http.disconnect":
-                # Nobody is left to answer; nothing was stored, so the sender will retry.
-                raise QueueUnavailable("client disconnected")
+                raise _Disconnected()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > cap:

@@ -54,7 +54,8 @@ class WebhookMiddleware:
             headers["content-length"] = raw_length
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
-        early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length)
+        query = environ.get("QUERY_STRING", "")
+        early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length, query)
         if early is not None:
             return early
         body = _read_body(environ, content_length, core.max_body_size)
@@ -84,6 +85,7 @@ _REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
-from .auth import Auth, NoAuth
+from .auth import AllOf, Auth, NoAuth
 from .callbacks import Callback, Registry
 from .core import Core
 from .decode import Event, EventKind, decode_delivery
@@ -38,13 +38,17 @@ _encode = msgspec.msgpack.Encoder().encode
 class Webhook:
     """A WhatsApp webhook endpoint: what to accept, where to store it, which callbacks to run.
 
-    :param auth: how deliveries authenticate, e.g. ``BasicAuth("user", "pass")``. Required:
-        pass ``NoAuth()`` to accept unauthenticated deliveries knowingly.
+    :param auth: how deliveries authenticate, e.g. ``BasicAuth("user", "pass")``; a list of
+        schemes means all of them (`AllOf`). Required: pass ``NoAuth()`` to accept
+        unauthenticated deliveries knowingly.
     :param path: the path the middleware serves (``POST`` only).
     :param broker_url: Redis URL of the dramatiq broker. None: ``WA_BROKER_URL``, else the
         embedded Valkey server kept in ``data_dir``.
     :param max_body_size: body cap in bytes; larger bodies get a 413.
     :param enqueue_timeout: seconds Redis has to acknowledge a delivery before the answer is a 503.
+    :param body_timeout: seconds a client has to send the whole body (ASGI: 408 after that).
+    :param verify_token: answer Meta's subscription handshake (``GET path?hub.mode=subscribe...``)
+        when ``hub.verify_token`` equals this; without it a GET is a 405.
     :param queue_name: the dramatiq queue deliveries go to.
     :param namespace: dramatiq's Redis key prefix.
     :param max_retries: retries of a failing callback before it is dead-lettered.
@@ -58,11 +62,13 @@ class Webhook:
     def __init__(
         self,
         *,
-        auth: Auth | None = None,
+        auth: Auth | list[Auth] | tuple[Auth, ...] | None = None,
         path: str = "/webhook",
         broker_url: str | None = None,
         max_body_size: int = 1024 * 1024,
         enqueue_timeout: float = 2.0,
+        body_timeout: float = 10.0,
+        verify_token: str | None = None,
         queue_name: str = "wa_middleware",
         namespace: str = "dramatiq",
         max_retries: int = 5,
@@ -76,6 +82,11 @@ class Webhook:
             raise ConfigurationError(
                 "Webhook needs auth=BasicAuth(user, password) (or another scheme); pass auth=NoAuth() to opt out"
             )
+        if isinstance(auth, (list, tuple)):
+            try:
+                auth = AllOf(*auth)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
         if not isinstance(auth, Auth):
             raise ConfigurationError(f"auth must be an auth scheme such as BasicAuth, not {auth!r}")
         if not path.startswith("/"):
@@ -84,6 +95,10 @@ class Webhook:
             raise ConfigurationError("max_body_size must be positive")
         if not 0 < enqueue_timeout < 5:
             raise ConfigurationError("enqueue_timeout must be between 0 and 5 s (the sender gives up at 5 s)")
+        if not 0 < body_timeout <= 60:
+            raise ConfigurationError("body_timeout must be between 0 and 60 s")
+        if verify_token is not None and (not isinstance(verify_token, str) or not verify_token):
+            raise ConfigurationError("verify_token must be a non-empty str")
         if max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
         if isinstance(auth, NoAuth):
@@ -108,6 +123,8 @@ class Webhook:
             queue_name=queue_name,
             actor_name=self.dispatch_actor_name,
             enqueue_timeout=enqueue_timeout,
+            body_timeout=body_timeout,
+            verify_token=verify_token,
         )
         self.registry = Registry()
         self._lock = threading.RLock()
