@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import QueueUnavailable
 
@@ -32,13 +36,19 @@ def queue_keys(namespace: str, queue_name: str) -> tuple[str, str]:
     return full, f"{full}.msgs"
 
 
-def _consume(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
+# No client-side retries: redis-py >= 6 retries 3 times with backoff by default, which would blow
+# the time budget, and a retried MULTI/EXEC whose first EXEC did land would push the message id
+# twice. One try; the sender's redelivery is the retry.
+_NO_RETRY = 0
 
 
 class AsyncEnqueuer:
     """Coalescing enqueuer for one event loop (redis.asyncio connections are loop-bound).
+
+    Every request waits at most ``timeout`` seconds in all. A request that gave up before its
+    message went out is dropped from the queue, so a 503 is never followed by a late write of
+    that message (a message already on the wire when its request gives up may still land: that
+    is a redelivery the worker de-duplicates, never a loss).
 
     :param url: Redis URL.
     :param namespace: dramatiq's key namespace (``"dramatiq"`` by default in dramatiq).
@@ -51,7 +61,7 @@ class AsyncEnqueuer:
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry_on_timeout=False,
+            retry=AsyncRetry(NoBackoff(), _NO_RETRY),
             max_connections=8,
         )
         self._list_key, self._hash_key = queue_keys(namespace, queue_name)
@@ -69,29 +79,37 @@ class AsyncEnqueuer:
         try:
             await asyncio.wait_for(asyncio.shield(future), self._timeout)
         except (asyncio.TimeoutError, TimeoutError):
-            # The write may still finish later; consume its outcome so nothing logs "never retrieved".
-            future.add_done_callback(_consume)
             raise QueueUnavailable("broker did not acknowledge in time") from None
+        finally:
+            # Timed out or cancelled: a message not yet taken into a write is skipped by the
+            # flusher, and a cancelled future can no longer hold an exception nobody retrieves.
+            if not future.done():
+                future.cancel()
 
     async def _flush_loop(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                await asyncio.wait_for(self._write(batch), self._timeout)
-            except Exception as exc:
-                error = QueueUnavailable(type(exc).__name__)
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-            else:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+        try:
+            while self._pending:
+                taken, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                batch = [item for item in taken if not item[2].done()]
+                if not batch:
+                    continue
+                try:
+                    await asyncio.wait_for(self._write(batch), self._timeout)
+                except Exception as exc:
+                    _settle(batch, QueueUnavailable(type(exc).__name__))
+                else:
+                    _settle(batch, None)
+        except BaseException:
+            # Cancelled with the loop: nobody will write what is left; fail it now rather than
+            # let each request wait for its own timeout.
+            _settle(self._pending, QueueUnavailable("enqueuer stopped"))
+            self._pending = []
+            raise
 
     async def _write(self, batch: Sequence[tuple[str, bytes, Any]]) -> None:
-        mapping = {message_id: data for message_id, data, _ in batch}
+        mapping: dict[Any, Any] = {message_id: data for message_id, data, _ in batch}
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self._hash_key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.hset(self._hash_key, mapping=mapping)
             pipe.rpush(self._list_key, *mapping)
             await pipe.execute()
 
@@ -100,7 +118,7 @@ class AsyncEnqueuer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await asyncio.wait_for(self._client.ping(), self._timeout)  # type: ignore[arg-type]
+            await asyncio.wait_for(self._client.ping(), self._timeout)  # type: ignore[arg-type,unused-ignore]
         except Exception as exc:
             raise QueueUnavailable(type(exc).__name__) from None
         return loop.time() - started
@@ -109,12 +127,22 @@ class AsyncEnqueuer:
         await self._client.aclose()
 
 
-class _Slot:
-    __slots__ = ("data", "done", "error", "lead", "message_id")
+def _settle(batch: Sequence[tuple[str, bytes, asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
-    def __init__(self, message_id: str, data: bytes) -> None:
+
+class _Slot:
+    __slots__ = ("data", "deadline", "done", "error", "lead", "message_id")
+
+    def __init__(self, message_id: str, data: bytes, deadline: float) -> None:
         self.message_id = message_id
         self.data = data
+        self.deadline = deadline
         self.done = threading.Event()
         self.lead = False
         self.error: Exception | None = None
@@ -126,32 +154,41 @@ class SyncEnqueuer:
     The first thread to arrive writes; threads arriving meanwhile queue up and the next of
     them writes all queued messages in one round trip when the previous write returns
     (leader/follower hand-over), so no background thread is needed.
+
+    Time bound: a write may take ``timeout / 2`` (connect and reply each), and the lead is only
+    handed to a waiting thread with at least that much of its ``timeout`` left; the others get
+    their 503 at once. So a request answers within about ``timeout`` even when Redis hangs.
     """
 
     def __init__(self, url: str, *, namespace: str, queue_name: str, timeout: float) -> None:
+        self._write_timeout = timeout / 2
         self._client = redis.Redis.from_url(
             url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
+            socket_timeout=self._write_timeout,
+            socket_connect_timeout=self._write_timeout,
+            retry=Retry(NoBackoff(), _NO_RETRY),
         )
         self._list_key, self._hash_key = queue_keys(namespace, queue_name)
         self._timeout = timeout
         self._lock = threading.Lock()
         self._pending: list[_Slot] = []
+        #: Invariant: when no thread leads, nothing is pending.
         self._busy = False
 
     def enqueue(self, message_id: str, data: bytes) -> None:
         """Store one message; returns once Redis acknowledged it, raises `QueueUnavailable` otherwise."""
-        slot = _Slot(message_id, data)
+        slot = _Slot(message_id, data, time.monotonic() + self._timeout)
         with self._lock:
             self._pending.append(slot)
             if not self._busy:
                 self._busy = slot.lead = True
         if not slot.lead:
-            slot.done.wait(self._timeout)
+            slot.done.wait(max(slot.deadline - time.monotonic(), 0))
             with self._lock:
-                if not slot.done.is_set() and not slot.lead:
+                if not slot.done.is_set():
+                    # Neither written nor handed the lead in time. Still queued: withdraw it, so a
+                    # 503 is never followed by a late write. Already in a write: it may land (a
+                    # redelivery, de-duplicated downstream), never a loss.
                     if slot in self._pending:
                         self._pending.remove(slot)
                     raise QueueUnavailable("broker did not acknowledge in time")
@@ -168,28 +205,39 @@ class SyncEnqueuer:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
             with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._hash_key, mapping={s.message_id: s.data for s in batch})  # type: ignore[arg-type]
+                mapping: dict[Any, Any] = {s.message_id: s.data for s in batch}
+                pipe.hset(self._hash_key, mapping=mapping)
                 pipe.rpush(self._list_key, *(s.message_id for s in batch))
                 pipe.execute()
         except Exception as exc:
             error = QueueUnavailable(type(exc).__name__)
             for s in batch:
                 s.error = error
-        for s in batch:
-            s.lead = False
-            s.done.set()
+        finally:
+            # Even on a BaseException (a worker being torn down) the lead must move on, or every
+            # later request would wait for a leader that never comes.
+            for s in batch:
+                s.lead = False
+                s.done.set()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
         with self._lock:
-            if self._pending:
+            now = time.monotonic()
+            while self._pending:
                 successor = self._pending[0]
-                successor.lead = True
+                if successor.deadline - now >= self._write_timeout:
+                    successor.lead = True
+                    successor.done.set()
+                    return
+                # Too little time left to write: answer 503 now rather than overrun the bound.
+                self._pending.pop(0)
+                successor.error = QueueUnavailable("no time left for a write")
                 successor.done.set()
-            else:
-                self._busy = False
+            self._busy = False
 
     def ping(self) -> float:
         """Round-trip time of a PING in seconds; raises `QueueUnavailable` when Redis does not answer."""
-        import time
-
         started = time.perf_counter()
         try:
             self._client.ping()
