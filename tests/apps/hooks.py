@@ -19,6 +19,7 @@ wa = Webhook(
     namespace=os.environ.get("WA_NAMESPACE", "dramatiq"),
     max_body_size=int(os.environ.get("WA_MAX_BODY", str(1024 * 1024))),
     enqueue_timeout=float(os.environ.get("WA_ENQUEUE_TIMEOUT", "1.0")),
+    body_timeout=float(os.environ.get("WA_BODY_TIMEOUT", "10")),
     min_backoff=int(os.environ.get("WA_MIN_BACKOFF", "100")),
     max_retries=int(os.environ.get("WA_MAX_RETRIES", "3")),
 )
