@@ -251,3 +251,26 @@ def test_sync_leader_torn_down_hands_over(server: RedisServer, monkeypatch: pyte
     assert stored(server)[0] == [b"follower"]  # the follower took the lead and wrote
     assert not enqueuer._busy
     enqueuer.close()
+
+
+def test_sync_hand_over_policy(server: RedisServer) -> None:
+    """The lead goes to the oldest thread with time left for a whole write; older ones ride along;
+    when nobody has time left, all get their 503 at once and nobody leads."""
+    from wa_middleware.enqueue import _Slot
+
+    enqueuer = SyncEnqueuer(server.url, namespace=NS, queue_name=QUEUE, timeout=1.0)
+    now = time.monotonic()
+    stale, fresh = _Slot("stale", b"body-stale", now + 0.1), _Slot("fresh", b"body-fresh", now + 0.9)
+    enqueuer._busy, enqueuer._pending = True, [stale, fresh]
+    enqueuer._hand_over()
+    assert fresh.lead and fresh.done.is_set() and not stale.done.is_set()
+    enqueuer._lead(fresh)  # writes both, the stale one riding along
+    assert stale.error is None and fresh.error is None and stored(server)[0] == [b"stale", b"fresh"]
+    assert not enqueuer._busy
+
+    late = [_Slot(f"late{i}", b"x", time.monotonic() + 0.2) for i in range(3)]
+    enqueuer._busy, enqueuer._pending = True, list(late)
+    enqueuer._hand_over()
+    assert all(isinstance(s.error, QueueUnavailable) and s.done.is_set() for s in late)
+    assert not enqueuer._busy and not enqueuer._pending
+    enqueuer.close()

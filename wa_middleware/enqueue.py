@@ -156,8 +156,8 @@ class SyncEnqueuer:
     (leader/follower hand-over), so no background thread is needed.
 
     Time bound: a write may take ``timeout / 2`` (connect and reply each), and the lead is only
-    handed to a waiting thread with at least that much of its ``timeout`` left; the others get
-    their 503 at once. So a request answers within about ``timeout`` even when Redis hangs.
+    handed to a waiting thread with at least that much of its ``timeout`` left (older ones ride
+    along in its write). So a request answers within about ``timeout`` even when Redis hangs.
     """
 
     def __init__(self, url: str, *, namespace: str, queue_name: str, timeout: float) -> None:
@@ -196,13 +196,16 @@ class SyncEnqueuer:
                 if slot.error is not None:
                     raise slot.error
                 return
-        self._lead()
+        self._lead(slot)
         if slot.error is not None:
             raise slot.error
 
-    def _lead(self) -> None:
+    def _lead(self, own: _Slot) -> None:
         with self._lock:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            # Older slots with too little time left to lead ride along in this write; the batch
+            # always holds the leader's own slot.
+            size = MAX_BATCH if own in self._pending[:MAX_BATCH] else self._pending.index(own) + 1
+            batch, self._pending = self._pending[:size], self._pending[size:]
         try:
             with self._client.pipeline(transaction=True) as pipe:
                 mapping: dict[Any, Any] = {s.message_id: s.data for s in batch}
@@ -224,16 +227,19 @@ class SyncEnqueuer:
     def _hand_over(self) -> None:
         with self._lock:
             now = time.monotonic()
-            while self._pending:
-                successor = self._pending[0]
+            # The lead goes to the oldest waiting thread that still has time for a whole write, so
+            # no request overruns its bound; older ones ride along in its batch.
+            for successor in self._pending:
                 if successor.deadline - now >= self._write_timeout:
                     successor.lead = True
                     successor.done.set()
                     return
-                # Too little time left to write: answer 503 now rather than overrun the bound.
-                self._pending.pop(0)
-                successor.error = QueueUnavailable("no time left for a write")
-                successor.done.set()
+            # Nobody has time left for a write: answer 503 now rather than overrun the bound.
+            error = QueueUnavailable("no time left for a write")
+            for slot in self._pending:
+                slot.error = error
+                slot.done.set()
+            self._pending = []
             self._busy = False
 
     def ping(self) -> float:
