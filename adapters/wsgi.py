@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from wa_middleware.errors import ConfigurationError, WebhookError
+from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
 from wa_middleware.webhook import Webhook
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class WebhookMiddleware:
         early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length, query)
         if early is not None:
             return early
-        body = _read_body(environ, content_length, core.max_body_size)
+        body = _read_body(environ, content_length, core.max_body_size, core.body_timeout)
         if body is None:
             return core.too_large()
         job = core.finish(headers, body)
@@ -66,19 +66,42 @@ class WebhookMiddleware:
         return core.accepted(job)
 
 
-def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int) -> bytes | None:
+def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int, timeout: float) -> bytes | None:
     """Read at most ``cap`` bytes; None when the body is larger.
 
     Without Content-Length the stream is only read when the server says it is terminated
     (``wsgi.input_terminated``); otherwise the body counts as empty, as PEP 3333 requires.
+    A body that ends early, or whose framing the server refuses, is a `PayloadError` (400).
+
+    WSGI gives no way to bound a read in time; under gunicorn, which exposes its socket, each
+    read waits at most ``timeout`` seconds for the next bytes (a stalled client gets a 408).
     """
     stream = environ["wsgi.input"]
-    if content_length is not None:
-        return bytes(stream.read(content_length)) if content_length else b""
-    if not environ.get("wsgi.input_terminated"):
-        return b""
-    body = stream.read(cap + 1)
-    return None if len(body) > cap else bytes(body)
+    sock = environ.get("gunicorn.socket")
+    previous = sock.gettimeout() if sock is not None else None
+    if sock is not None:
+        sock.settimeout(timeout)
+    try:
+        if content_length is not None:
+            body = bytes(stream.read(content_length)) if content_length else b""
+            if len(body) < content_length:
+                raise PayloadError("incomplete body")
+            return body
+        if not environ.get("wsgi.input_terminated"):
+            return b""
+        body = bytes(stream.read(cap + 1))
+        return None if len(body) > cap else body
+    except TimeoutError:
+        raise RequestTimeout() from None
+    except WebhookError:
+        raise
+    except Exception:
+        # The server's own error for broken chunking or a client gone mid-body (gunicorn's
+        # NoMoreData, Werkzeug's ClientDisconnected, OSError): the request's fault, not ours.
+        raise PayloadError("incomplete body") from None
+    finally:
+        if sock is not None:
+            sock.settimeout(previous)
 
 
 _REASONS = {

@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -142,3 +143,25 @@ def test_content_type_is_not_policed(uvicorn: Process, content_type: str) -> Non
     request = head(len(GOOD)).replace(b"Content-Type: application/json", f"Content-Type: {content_type}".encode())
     uvicorn.good_sent += 1  # type: ignore[attr-defined]
     assert status(exchange(uvicorn.port, request + GOOD)) == 200  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "parts,close_write,expected",
+    [
+        pytest.param((head(100) + b'{"object":',), False, {408}, id="stalled-body"),
+        pytest.param((head(len(GOOD) + 50) + GOOD,), True, {400}, id="length-too-big-then-eof"),
+        pytest.param((head(None, "Transfer-Encoding: chunked") + b'5\r\n{"a":\r\n',), True, {400},
+                     id="chunked-truncated"),
+        pytest.param((head(None, "Transfer-Encoding: chunked") + b"zz\r\n" + GOOD,), False, {400}, id="bad-chunk"),
+    ],
+)  # fmt: skip
+def test_gunicorn_broken_bodies(spawn, redis_url: str, namespace: str, tmp_path, parts, close_write, expected) -> None:  # type: ignore[no-untyped-def]
+    """Under gunicorn a stalled body is cut after body_timeout of silence, and a body the server
+    cannot frame is a 400, not an internal error."""
+    env = {"WA_BROKER_URL": redis_url, "WA_NAMESPACE": namespace, "WA_EVENTS": str(tmp_path / "e"),
+           "WA_BODY_TIMEOUT": "1"}  # fmt: skip
+    proc = spawn.gunicorn("flask_app:app", **env)
+    assert status(exchange(proc.port, *parts, close_write=close_write)) in expected
+    assert status(exchange(proc.port, head(len(GOOD)) + GOOD)) == 200
+    assert queue_length(redis_url, namespace) == 1
+    assert "Traceback" not in Path(proc.log).read_text()
