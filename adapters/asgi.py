@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
-from wa_middleware.errors import ConfigurationError, RequestTimeout, WebhookError
+from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
 from wa_middleware.webhook import Webhook
 
 if TYPE_CHECKING:
@@ -15,9 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WebhookMiddleware"]
 
-
-class _Disconnected(Exception):
-    """The client went away before the body was complete: nothing to answer, nothing stored."""
+logger = logging.getLogger("wa_middleware.request")
 
 
 class WebhookMiddleware:
@@ -40,14 +39,17 @@ class WebhookMiddleware:
             return
         try:
             response = await self._handle(scope, receive)
-        except _Disconnected:
-            return
         except WebhookError as exc:
             response = self.core.reject(exc)
         except Exception as exc:  # a bug must still not become a 200 or a traceback
             response = self.core.internal_error(exc)
-        await send({"type": "http.response.start", "status": response.status, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": response.raw_headers})
+            await send({"type": "http.response.body", "body": response.body})
+        except Exception:
+            # The server already closed this exchange (e.g. uvicorn answered broken body framing
+            # with its own 400 while we were deciding): nobody is left to answer.
+            logger.debug("webhook response not sent: the connection is closed")
 
     async def _handle(self, scope: Scope, receive: Receive) -> Response:
         core = self.core
@@ -90,7 +92,9 @@ class WebhookMiddleware:
             except asyncio.TimeoutError:
                 raise RequestTimeout() from None
             if message["type"] == "http.disconnect":
-                raise _Disconnected()
+                # Gone before the body was complete: nothing stored. The answer goes nowhere (the
+                # server drops it) but completes the exchange, which servers log as an error otherwise.
+                raise PayloadError("incomplete body")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > cap:
