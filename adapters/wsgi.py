@@ -39,7 +39,10 @@ class WebhookMiddleware:
             response = self.core.reject(exc)
         except Exception as exc:  # a bug must still not become a 200 or a traceback
             response = self.core.internal_error(exc)
-        start_response(f"{response.status} {_REASONS.get(response.status, '')}".rstrip(), list(response.headers))
+        # PEP 3333 forbids hop-by-hop headers from the application (wsgiref asserts on them); the
+        # server decides about the connection.
+        headers = [(k, v) for k, v in response.headers if k != "connection"]
+        start_response(f"{response.status} {_REASONS.get(response.status, '')}".rstrip(), headers)
         return [response.body]
 
     def _handle(self, environ: WSGIEnvironment) -> Response:
