@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from wa_middleware.core import parse_content_length
 from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
 from wa_middleware.webhook import Webhook
 
@@ -59,10 +60,7 @@ class WebhookMiddleware:
             # Repeated headers are joined as WSGI servers join them, so both adapters see the same
             # thing (and a repeated credential is malformed, not "the last one wins").
             headers[name] = f"{headers[name]},{value}" if name in headers else value
-        length_header = headers.get("content-length")
-        content_length: int | None = None
-        if length_header is not None:
-            content_length = int(length_header) if length_header.isdigit() else -1
+        content_length = parse_content_length(headers.get("content-length"))
         query = scope.get("query_string", b"").decode("latin-1")
         early = core.start(scope["method"], headers, content_length, query)
         if early is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from wa_middleware.core import parse_content_length
 from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
 from wa_middleware.webhook import Webhook
 
@@ -51,9 +52,8 @@ class WebhookMiddleware:
             key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
         }
         raw_length = environ.get("CONTENT_LENGTH") or ""
-        content_length: int | None = None
+        content_length = parse_content_length(raw_length)
         if raw_length:
-            content_length = int(raw_length) if raw_length.isdigit() else -1
             headers["content-length"] = raw_length
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]

@@ -183,3 +183,13 @@ def test_webhook_passes_limits_to_core() -> None:
     wa = Webhook(auth=HeaderAuth("X-T", "t"), body_timeout=3.5, verify_token="vt", broker_url="redis://x:1/0")
     assert wa.core.body_timeout == 3.5
     assert status(wa.core.start("GET", {}, None, "hub.mode=subscribe&hub.verify_token=vt&hub.challenge=7")) == 200
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [(None, None), ("", None), ("0", 0), ("42", 42), ("-1", -1), ("1e3", -1), (" 5", -1), ("²", -1), ("٣", -1)],
+)
+def test_parse_content_length(value: str | None, expected: int | None) -> None:
+    from wa_middleware.core import parse_content_length
+
+    assert parse_content_length(value) == expected

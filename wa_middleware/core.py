@@ -38,7 +38,7 @@ from .errors import (
     WebhookError,
 )
 
-__all__ = ["Core", "Job", "Response"]
+__all__ = ["Core", "Job", "Response", "parse_content_length"]
 
 logger = logging.getLogger("wa_middleware.request")
 
@@ -73,6 +73,16 @@ class _AnyObject(msgspec.Struct):
 
 _object_decoder = msgspec.json.Decoder(_AnyObject)
 _encode = msgspec.msgpack.Encoder().encode
+
+
+def parse_content_length(value: str | None) -> int | None:
+    """``Content-Length`` as the core wants it: None when absent, -1 when not a plain decimal number.
+
+    Only ASCII digits count (``str.isdigit`` also accepts ``"²"``, which ``int`` then refuses).
+    """
+    if value is None or value == "":
+        return None
+    return int(value) if value.isascii() and value.isdigit() else -1
 
 
 def _json_response(status: int, payload: dict[str, object], extra: tuple[tuple[str, str], ...] = ()) -> Response:
