@@ -274,3 +274,26 @@ def test_sync_hand_over_policy(server: RedisServer) -> None:
     assert all(isinstance(s.error, QueueUnavailable) and s.done.is_set() for s in late)
     assert not enqueuer._busy and not enqueuer._pending
     enqueuer.close()
+
+
+def test_async_flusher_cancelled_fails_its_requests_at_once(server: RedisServer) -> None:
+    assert server.proc is not None
+
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, namespace=NS, queue_name=QUEUE, timeout=5)
+        assert await _enqueue_all(enqueuer, ["warm"]) == [None]
+        server.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        try:
+            requests = asyncio.gather(*(enqueuer.enqueue(i, b"x") for i in ids(3)), return_exceptions=True)
+            await asyncio.sleep(0.1)  # the first write is in flight
+            assert enqueuer._flusher is not None
+            enqueuer._flusher.cancel()
+            # Answered long before the 5 s timeout (bounded wait; the figure is not asserted).
+            results = await asyncio.wait_for(requests, 3)
+            assert all(isinstance(r, QueueUnavailable) for r in results)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        assert await _enqueue_all(enqueuer, ["after"]) == [None]  # a new flusher starts
+        await enqueuer.aclose()
+
+    asyncio.run(main())

@@ -87,6 +87,7 @@ class AsyncEnqueuer:
                 future.cancel()
 
     async def _flush_loop(self) -> None:
+        batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
         try:
             while self._pending:
                 taken, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
@@ -100,9 +101,10 @@ class AsyncEnqueuer:
                 else:
                     _settle(batch, None)
         except BaseException:
-            # Cancelled with the loop: nobody will write what is left; fail it now rather than
-            # let each request wait for its own timeout.
-            _settle(self._pending, QueueUnavailable("enqueuer stopped"))
+            # Cancelled with the loop: nobody will write what is left (nor finish the write in
+            # flight, whose outcome is unknown); fail it now rather than let each request wait
+            # for its own timeout.
+            _settle(batch + self._pending, QueueUnavailable("enqueuer stopped"))
             self._pending = []
             raise
 
