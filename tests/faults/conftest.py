@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import msgspec
 import pytest
 import redis
 
-from tests.conftest import PAYLOADS, read_events
+from tests.conftest import PAYLOADS, RedisServer, read_events
 
 AUTH = ("testuser", "testpass")
 _TEMPLATE = json.loads((PAYLOADS / "text.json").read_text())
@@ -137,6 +139,19 @@ def wait_processed(events_file: Path, expected: set[str], timeout: float = 90) -
         if expected <= set(seen) or time.monotonic() > deadline:
             return seen
         time.sleep(0.2)
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server with ``appendonly yes`` and ``appendfsync always``, killed at teardown."""
+    directory = tmp_path / "redis-aof"
+    directory.mkdir()
+    server = RedisServer(directory, appendonly=True)
+    server.start()
+    yield server
+    if server.proc is not None:
+        server.proc.send_signal(signal.SIGCONT)  # a test that failed while it was paused
+    server.stop(signal.SIGKILL)
 
 
 def add_row(**row: object) -> None:

@@ -25,11 +25,7 @@ SERVERS = [
 ]
 
 
-def _setup(spawn, tmp_path: Path, events_file: Path, kind: str, app: str, timeout: str):  # type: ignore[no-untyped-def]
-    directory = tmp_path / "redis-aof"
-    directory.mkdir()
-    server = RedisServer(directory, appendonly=True)
-    server.start()
+def _setup(spawn, server: RedisServer, events_file: Path, kind: str, app: str, timeout: str):  # type: ignore[no-untyped-def]
     env = {"WA_BROKER_URL": server.url, "WA_EVENTS": str(events_file), "WA_ENQUEUE_TIMEOUT": timeout}
     proc = spawn.gunicorn(app, threads=8, **env) if kind == "gunicorn" else spawn.uvicorn(app, **env)
     return server, proc, env
@@ -46,9 +42,11 @@ def _finish(spawn, load: Load, env: dict[str, str], events_file: Path) -> tuple[
 
 
 @pytest.mark.parametrize("server_kind", SERVERS)
-def test_redis_stopped_during_stream(server_kind: tuple[str, str], spawn, tmp_path: Path, events_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_redis_stopped_during_stream(
+    server_kind: tuple[str, str], spawn, aof_redis: RedisServer, events_file: Path
+) -> None:  # type: ignore[no-untyped-def]
     kind, app = server_kind
-    redis_server, proc, env = _setup(spawn, tmp_path, events_file, kind, app, "0.5")
+    redis_server, proc, env = _setup(spawn, aof_redis, events_file, kind, app, "0.5")
     load = Load(proc.url + "/webhook", threads=4).start()
     try:
         load.wait_for(200, 40)
@@ -69,16 +67,15 @@ def test_redis_stopped_during_stream(server_kind: tuple[str, str], spawn, tmp_pa
         fault="3 redis stopped", server=kind, answered_200=len(accepted), answered_503=load.count(503),
         while_down=len(while_down), processed=processed, duplicates=duplicates, losses=losses,
     )  # fmt: skip
-    redis_server.stop(signal.SIGKILL)
     assert losses == 0
 
 
 @pytest.mark.parametrize("server_kind", SERVERS)
 def test_redis_killed_and_restarted_with_aof(
-    server_kind: tuple[str, str], spawn, tmp_path: Path, events_file: Path
-) -> None:  # type: ignore[no-untyped-def]
+    server_kind: tuple[str, str], spawn, aof_redis: RedisServer, events_file: Path
+) -> None:
     kind, app = server_kind
-    redis_server, proc, env = _setup(spawn, tmp_path, events_file, kind, app, "0.5")
+    redis_server, proc, env = _setup(spawn, aof_redis, events_file, kind, app, "0.5")
     load = Load(proc.url + "/webhook", threads=8).start()
     try:
         for _ in range(2):  # two crashes in the same run
@@ -94,15 +91,16 @@ def test_redis_killed_and_restarted_with_aof(
         fault="4 redis SIGKILL+restart (AOF always) x2", server=kind, answered_200=len(accepted),
         answered_503=load.count(503), processed=processed, duplicates=duplicates, losses=losses,
     )  # fmt: skip
-    redis_server.stop(signal.SIGKILL)
     assert losses == 0
 
 
 @pytest.mark.parametrize("server_kind", SERVERS)
-def test_hung_redis_answers_503_in_time(server_kind: tuple[str, str], spawn, tmp_path: Path, events_file: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hung_redis_answers_503_in_time(
+    server_kind: tuple[str, str], spawn, aof_redis: RedisServer, events_file: Path
+) -> None:  # type: ignore[no-untyped-def]
     kind, app = server_kind
     # The library's default enqueue_timeout (2 s): the latencies below are those a user gets.
-    redis_server, proc, env = _setup(spawn, tmp_path, events_file, kind, app, "2.0")
+    redis_server, proc, env = _setup(spawn, aof_redis, events_file, kind, app, "2.0")
     assert redis_server.proc is not None
     load = Load(proc.url + "/webhook", threads=8).start()
     try:
@@ -127,5 +125,4 @@ def test_hung_redis_answers_503_in_time(server_kind: tuple[str, str], spawn, tmp
         answered_503=len(latencies), processed=processed, duplicates=duplicates, losses=losses,
         latency_503_median=f"{statistics.median(latencies):.2f}s", latency_503_max=f"{latencies[-1]:.2f}s",
     )  # fmt: skip
-    redis_server.stop(signal.SIGKILL)
     assert losses == 0
