@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import time
 from typing import TYPE_CHECKING
 
 from wa_middleware import metrics, ops
-from wa_middleware.errors import ConfigurationError, QueueUnavailable, WebhookError
+from wa_middleware.core import parse_content_length
+from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
 from wa_middleware.webhook import Webhook
 
 if TYPE_CHECKING:
@@ -16,6 +19,8 @@ if TYPE_CHECKING:
     from wa_middleware.core import Response
 
 __all__ = ["WebhookMiddleware"]
+
+logger = logging.getLogger("wa_middleware.request")
 
 
 class WebhookMiddleware:
@@ -47,18 +52,26 @@ class WebhookMiddleware:
             response = self.core.reject(exc)
         except Exception as exc:  # a bug must still not become a 200 or a traceback
             response = self.core.internal_error(exc)
-        await send({"type": "http.response.start", "status": response.status, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": response.raw_headers})
+            await send({"type": "http.response.body", "body": response.body})
+        except Exception:
+            # The server already closed this exchange (e.g. uvicorn answered broken body framing
+            # with its own 400 while we were deciding): nobody is left to answer.
+            logger.debug("webhook response not sent: the connection is closed")
         metrics.request_done(response.status, time.perf_counter() - started)
 
     async def _handle(self, scope: Scope, receive: Receive) -> Response:
         core = self.core
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        length_header = headers.get("content-length")
-        content_length: int | None = None
-        if length_header is not None:
-            content_length = int(length_header) if length_header.isdigit() else -1
-        early = core.start(scope["method"], headers, content_length)
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            # Repeated headers are joined as WSGI servers join them, so both adapters see the same
+            # thing (and a repeated credential is malformed, not "the last one wins").
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        content_length = parse_content_length(headers.get("content-length"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        early = core.start(scope["method"], headers, content_length, query)
         if early is not None:
             return early
         body = await self._read_body(receive)
@@ -66,31 +79,46 @@ class WebhookMiddleware:
             return core.too_large()
         job = core.finish(headers, body)
         enqueuer = await self.webhook.async_enqueuer()
-        started = time.perf_counter()
+        enqueue_started = time.perf_counter()
         try:
             await enqueuer.enqueue(job.message_id, job.data)
         except BaseException:
-            metrics.enqueue_done(time.perf_counter() - started, ok=False)
+            metrics.enqueue_done(time.perf_counter() - enqueue_started, ok=False)
             raise
-        metrics.enqueue_done(time.perf_counter() - started, ok=True)
+        metrics.enqueue_done(time.perf_counter() - enqueue_started, ok=True)
         return core.accepted(job)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
-        """Read the body counting bytes against the cap; None when it grows past it."""
+        """Read the body counting bytes against the cap; None when it grows past it.
+
+        The whole body must arrive within ``core.body_timeout`` (not each chunk: a client sending a
+        byte every few seconds would hold the request open for ever).
+        """
+        try:
+            if sys.version_info >= (3, 11):
+                # One deadline for the whole read, and no task per receive() as wait_for makes.
+                async with asyncio.timeout(self.core.body_timeout):
+                    return await self._receive_all(receive, None)
+            loop = asyncio.get_running_loop()
+            return await self._receive_all(receive, loop.time() + self.core.body_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise RequestTimeout() from None
+
+    async def _receive_all(self, receive: Receive, deadline: float | None) -> bytes | None:
         cap = self.core.max_body_size
+        loop = asyncio.get_running_loop()
         chunks: list[bytes] = []
         size = 0
         more = True
         while more:
-            try:
-                message: Message = await asyncio.wait_for(receive(), self.core.body_timeout)
-            except asyncio.TimeoutError:
-                from wa_middleware.errors import RequestTimeout
-
-                raise RequestTimeout() from None
+            if deadline is None:
+                message: Message = await receive()
+            else:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
             if message["type"] == "http.disconnect":
-                # Nobody is left to answer; nothing was stored, so the sender will retry.
-                raise QueueUnavailable("client disconnected")
+                # Gone before the body was complete: nothing stored. The answer goes nowhere (the
+                # server drops it) but completes the exchange, which servers log as an error otherwise.
+                raise PayloadError("incomplete body")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > cap:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from wa_middleware import metrics, ops
-from wa_middleware.errors import ConfigurationError, WebhookError
+from wa_middleware.core import parse_content_length
+from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
 from wa_middleware.webhook import Webhook
 
 if TYPE_CHECKING:
@@ -45,7 +47,10 @@ class WebhookMiddleware:
             response = self.core.reject(exc)
         except Exception as exc:  # a bug must still not become a 200 or a traceback
             response = self.core.internal_error(exc)
-        start_response(f"{response.status} {_REASONS.get(response.status, '')}".rstrip(), list(response.headers))
+        # PEP 3333 forbids hop-by-hop headers from the application (wsgiref asserts on them); the
+        # server decides about the connection.
+        headers = [(k, v) for k, v in response.headers if k != "connection"]
+        start_response(f"{response.status} {_REASONS.get(response.status, '')}".rstrip(), headers)
         metrics.request_done(response.status, time.perf_counter() - started)
         return [response.body]
 
@@ -55,19 +60,20 @@ class WebhookMiddleware:
             key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
         }
         raw_length = environ.get("CONTENT_LENGTH") or ""
-        content_length: int | None = None
+        content_length = parse_content_length(raw_length)
         if raw_length:
-            content_length = int(raw_length) if raw_length.isdigit() else -1
             headers["content-length"] = raw_length
         if environ.get("CONTENT_TYPE"):
             headers["content-type"] = environ["CONTENT_TYPE"]
-        early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length)
+        query = environ.get("QUERY_STRING", "")
+        early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length, query)
         if early is not None:
             if content_length and 0 < content_length <= core.max_body_size:
                 # Drain a body we will not use, so the connection can serve the next request.
-                environ["wsgi.input"].read(content_length)
+                with contextlib.suppress(Exception):
+                    environ["wsgi.input"].read(content_length)
             return early
-        body = _read_body(environ, content_length, core.max_body_size)
+        body = _read_body(environ, content_length, core.max_body_size, core.body_timeout)
         if body is None:
             return core.too_large()
         job = core.finish(headers, body)
@@ -81,25 +87,49 @@ class WebhookMiddleware:
         return core.accepted(job)
 
 
-def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int) -> bytes | None:
+def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int, timeout: float) -> bytes | None:
     """Read at most ``cap`` bytes; None when the body is larger.
 
     Without Content-Length the stream is only read when the server says it is terminated
     (``wsgi.input_terminated``); otherwise the body counts as empty, as PEP 3333 requires.
+    A body that ends early, or whose framing the server refuses, is a `PayloadError` (400).
+
+    WSGI gives no way to bound a read in time; under gunicorn, which exposes its socket, each
+    read waits at most ``timeout`` seconds for the next bytes (a stalled client gets a 408).
     """
     stream = environ["wsgi.input"]
-    if content_length is not None:
-        return bytes(stream.read(content_length)) if content_length else b""
-    if not environ.get("wsgi.input_terminated"):
-        return b""
-    body = stream.read(cap + 1)
-    return None if len(body) > cap else bytes(body)
+    sock = environ.get("gunicorn.socket")
+    previous = sock.gettimeout() if sock is not None else None
+    if sock is not None:
+        sock.settimeout(timeout)
+    try:
+        if content_length is not None:
+            body = bytes(stream.read(content_length)) if content_length else b""
+            if len(body) < content_length:
+                raise PayloadError("incomplete body")
+            return body
+        if not environ.get("wsgi.input_terminated"):
+            return b""
+        body = bytes(stream.read(cap + 1))
+        return None if len(body) > cap else body
+    except TimeoutError:
+        raise RequestTimeout() from None
+    except WebhookError:
+        raise
+    except Exception:
+        # The server's own error for broken chunking or a client gone mid-body (gunicorn's
+        # NoMoreData, Werkzeug's ClientDisconnected, OSError): the request's fault, not ours.
+        raise PayloadError("incomplete body") from None
+    finally:
+        if sock is not None:
+            sock.settimeout(previous)
 
 
 _REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",

@@ -1,7 +1,7 @@
 """Receive WhatsApp Business webhooks in any ASGI or WSGI app; run callbacks in dramatiq workers."""
 
 from ._version import __version__
-from .auth import Auth, BasicAuth, NoAuth
+from .auth import AllOf, AnyOf, Auth, BasicAuth, Dialog360Signature, HeaderAuth, HubSignature256, NoAuth
 from .callbacks import StopPropagation
 from .decode import Event, decode_delivery
 from .errors import (
@@ -10,6 +10,7 @@ from .errors import (
     PayloadError,
     PayloadTooLarge,
     QueueUnavailable,
+    VerificationFailed,
     WebhookError,
 )
 from .models import (
@@ -30,10 +31,16 @@ __all__ = [
     "PayloadError",
     "PayloadTooLarge",
     "QueueUnavailable",
+    "VerificationFailed",
     "WebhookError",
     # Auth
+    "AllOf",
+    "AnyOf",
     "Auth",
     "BasicAuth",
+    "Dialog360Signature",
+    "HeaderAuth",
+    "HubSignature256",
     "NoAuth",
     # Events
     "Change",

@@ -5,8 +5,9 @@ codes, the message handed to the queue) is taken here, so the two adapters canno
 The flow an adapter follows::
 
     if not core.matches(path): pass through to the wrapped app
-    response = core.start(method, headers, content_length)   # 405 / 401 / 413, or None
+    response = core.start(method, headers, content_length, query)  # 405 / 401 / 413 / handshake, or None
     ... read at most core.max_body_size bytes ...            # core.too_large() past the cap
+    ... within core.body_timeout seconds in all ...          # core.reject(RequestTimeout()) otherwise
     job = core.finish(headers, body)                         # raises WebhookError -> core.reject(exc)
     ... enqueue job.data under job.message_id, bounded by core.enqueue_timeout ...
     return core.accepted(job)                                # or core.reject(QueueUnavailable())
@@ -14,26 +15,30 @@ The flow an adapter follows::
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 import msgspec
 
-from .auth import Auth
+from .auth import Auth, precheck
 from .errors import (
     AuthError,
     MethodNotAllowed,
     PayloadError,
+    PayloadTooDeep,
     PayloadTooLarge,
     QueueUnavailable,
     RequestTimeout,
+    VerificationFailed,
     WebhookError,
 )
 
-__all__ = ["Core", "Job", "Response"]
+__all__ = ["Core", "Job", "Response", "parse_content_length"]
 
 logger = logging.getLogger("wa_middleware.request")
 
@@ -70,6 +75,16 @@ _object_decoder = msgspec.json.Decoder(_AnyObject)
 _encode = msgspec.msgpack.Encoder().encode
 
 
+def parse_content_length(value: str | None) -> int | None:
+    """``Content-Length`` as the core wants it: None when absent, -1 when not a plain decimal number.
+
+    Only ASCII digits count (``str.isdigit`` also accepts ``"²"``, which ``int`` then refuses).
+    """
+    if value is None or value == "":
+        return None
+    return int(value) if value.isascii() and value.isdigit() else -1
+
+
 def _json_response(status: int, payload: dict[str, object], extra: tuple[tuple[str, str], ...] = ()) -> Response:
     body = msgspec.json.encode(payload)
     headers = (("content-type", "application/json"), ("content-length", str(len(body))), *extra)
@@ -86,6 +101,9 @@ class Core:
     :param actor_name: dramatiq actor that decodes and dispatches a delivery.
     :param enqueue_timeout: seconds the broker has to acknowledge a write.
     :param retry_after: seconds advertised in ``Retry-After`` on a 503.
+    :param body_timeout: seconds the client has to send the whole body (408 after that).
+    :param verify_token: when set, ``GET path?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...``
+        (Meta's subscription handshake) is answered with the challenge; without it GET is a 405.
     """
 
     def __init__(
@@ -98,6 +116,8 @@ class Core:
         actor_name: str,
         enqueue_timeout: float,
         retry_after: int = 5,
+        body_timeout: float = 10.0,
+        verify_token: str | None = None,
     ) -> None:
         self.path = path
         self.auth = auth
@@ -105,13 +125,16 @@ class Core:
         self.queue_name = queue_name
         self.actor_name = actor_name
         self.enqueue_timeout = enqueue_timeout
-        self.body_timeout = 10.0
+        self.body_timeout = body_timeout
+        self._verify_token = verify_token.encode() if verify_token else None
+        allow = "GET, POST" if verify_token else "POST"
 
         challenge = (("www-authenticate", auth.challenge),) if auth.challenge else ()
         self._ok = _json_response(200, {"status": "stored"})
         self._responses: dict[type[WebhookError], Response] = {
             AuthError: _json_response(401, {"error": "unauthorized"}, challenge),
-            MethodNotAllowed: _json_response(405, {"error": "method not allowed"}, (("allow", "POST"),)),
+            MethodNotAllowed: _json_response(405, {"error": "method not allowed"}, (("allow", allow),)),
+            VerificationFailed: _json_response(403, {"error": "verification failed"}),
             PayloadError: _json_response(400, {"error": "body is not a JSON object"}),
             # The unread rest of the body makes the connection unusable: close it.
             PayloadTooLarge: _json_response(
@@ -127,15 +150,22 @@ class Core:
         """True when this request is ours; anything else goes to the wrapped app untouched."""
         return path == self.path
 
-    def start(self, method: str, headers: Mapping[str, str], content_length: int | None) -> Response | None:
+    def start(
+        self, method: str, headers: Mapping[str, str], content_length: int | None, query: str = ""
+    ) -> Response | None:
         """Decide what can be decided before the body is read; None means "read the body".
 
-        :param headers: request headers with lower-case names.
+        :param headers: request headers with lower-case names; repeated headers joined with ``,``.
         :param content_length: the parsed ``Content-Length``, or None when absent; -1 when invalid.
+        :param query: the raw query string (for the GET handshake).
         """
         if method != "POST":
+            if method == "GET" and self._verify_token is not None:
+                return self.handshake(query)
             return self.reject(MethodNotAllowed())
-        if not self.auth.needs_body and not self.auth.verify(headers, None):
+        # Header-only schemes decide here; signature schemes refuse a missing or malformed signature
+        # here too, so an unauthenticated client cannot make us read a body.
+        if not precheck(self.auth, headers):
             return self.reject(AuthError())
         if content_length is not None:
             if content_length < 0:
@@ -156,6 +186,10 @@ class Core:
             _object_decoder.decode(body)
         except msgspec.DecodeError:
             raise PayloadError() from None
+        except RecursionError:
+            # msgspec stops descending at about 1,000 levels, cheaply and before building anything;
+            # a real delivery nests fewer than 10. A 400, not a crash (that would be a 503, retried for days).
+            raise PayloadTooDeep() from None
         message_id = str(uuid.uuid4())
         now = int(time.time() * 1000)
         # The exact shape of dramatiq's Message.asdict(), so a stock dramatiq worker consumes it.
@@ -171,6 +205,33 @@ class Core:
             }
         )
         return Job(message_id, data)
+
+    def handshake(self, query: str) -> Response:
+        """Meta's subscription check: echo ``hub.challenge`` when ``hub.verify_token`` matches, else 403."""
+        try:
+            params = parse_qs(query, keep_blank_values=True, max_num_fields=16, strict_parsing=False)
+        except ValueError:
+            return self.reject(VerificationFailed())
+        mode = params.get("hub.mode", [])
+        token = params.get("hub.verify_token", [])
+        challenge = params.get("hub.challenge", [])
+        if len(mode) != 1 or len(token) != 1 or len(challenge) != 1:
+            return self.reject(VerificationFailed())
+        expected = self._verify_token or b""
+        token_ok = hmac.compare_digest(token[0].encode("utf-8", "replace"), expected)
+        value = challenge[0]
+        # Meta's challenge is a number; anything odd is refused rather than echoed back.
+        sane = 0 < len(value) <= 256 and value.isascii() and value.isprintable()
+        if not (token_ok and mode[0] == "subscribe" and sane):
+            return self.reject(VerificationFailed())
+        body = value.encode("ascii")
+        headers = (
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", str(len(body))),
+            ("x-content-type-options", "nosniff"),
+            ("cache-control", "no-store"),
+        )
+        return Response(200, headers, body)
 
     def accepted(self, job: Job) -> Response:
         """The 200, to be sent only once the broker acknowledged ``job``."""

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .errors import QueueUnavailable
 
-__all__ = ["AsyncEnqueuer", "SyncEnqueuer", "queue_keys"]
+__all__ = ["AsyncEnqueuer", "Recording", "SyncEnqueuer", "queue_keys"]
 
 #: Messages per round trip at most: keeps one EXEC short under a burst.
 MAX_BATCH = 512
@@ -32,14 +36,41 @@ def queue_keys(namespace: str, queue_name: str) -> tuple[str, str]:
     return full, f"{full}.msgs"
 
 
-def _expire(future: asyncio.Future[None]) -> None:
-    # The write may still land later: the 503 makes the sender redeliver, and duplicates are expected.
-    if not future.done():
-        future.set_exception(QueueUnavailable("broker did not acknowledge in time"))
+class Recording:
+    """Keep accepted deliveries in a Redis stream, trimmed by count and by age (see `replay`).
+
+    :param key: the stream's key.
+    :param max_count: entries kept at most (trimmed approximately, as Redis does cheaply).
+    :param max_age: seconds an entry is kept at most.
+    """
+
+    __slots__ = ("key", "max_age_ms", "max_count")
+
+    def __init__(self, key: str, max_count: int, max_age: float) -> None:
+        self.key = key
+        self.max_count = max_count
+        self.max_age_ms = int(max_age * 1000)
+
+    def add(self, pipe: Any, datas: Sequence[bytes]) -> None:
+        """Queue the stream writes into ``pipe``, inside the same MULTI as the messages themselves."""
+        for data in datas:
+            pipe.xadd(self.key, {"m": data}, maxlen=self.max_count, approximate=True)
+        pipe.xtrim(self.key, minid=int(time.time() * 1000) - self.max_age_ms, approximate=True)
+
+
+# No client-side retries: redis-py >= 6 retries 3 times with backoff by default, which would blow
+# the time budget, and a retried MULTI/EXEC whose first EXEC did land would push the message id
+# twice. One try; the sender's redelivery is the retry.
+_NO_RETRY = 0
 
 
 class AsyncEnqueuer:
     """Coalescing enqueuer for one event loop (redis.asyncio connections are loop-bound).
+
+    Every request waits at most ``timeout`` seconds in all. A request that gave up before its
+    message went out is dropped from the queue, so a 503 is never followed by a late write of
+    that message (a message already on the wire when its request gives up may still land: that
+    is a redelivery the worker de-duplicates, never a loss).
 
     :param url: Redis URL.
     :param namespace: dramatiq's key namespace (``"dramatiq"`` by default in dramatiq).
@@ -47,12 +78,15 @@ class AsyncEnqueuer:
     :param timeout: seconds Redis has to acknowledge a write (connect included).
     """
 
-    def __init__(self, url: str, *, namespace: str, queue_name: str, timeout: float) -> None:
+    def __init__(
+        self, url: str, *, namespace: str, queue_name: str, timeout: float, recording: Recording | None = None
+    ) -> None:
+        self._recording = recording
         self._client = aredis.Redis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry_on_timeout=False,
+            retry=AsyncRetry(NoBackoff(), _NO_RETRY),
             max_connections=8,
         )
         self._list_key, self._hash_key = queue_keys(namespace, queue_name)
@@ -67,7 +101,9 @@ class AsyncEnqueuer:
         self._pending.append((message_id, data, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
-        # A timer, not asyncio.wait_for: no extra task per request on the hot path.
+        # A timer rather than wait_for(shield(...)): no extra task per request on the hot path.
+        # When it fires first, the future fails and the flusher skips the message if not yet
+        # taken into a write; if the request is cancelled, so is the future.
         timer = loop.call_later(self._timeout, _expire, future)
         try:
             await future
@@ -75,25 +111,34 @@ class AsyncEnqueuer:
             timer.cancel()
 
     async def _flush_loop(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                await asyncio.wait_for(self._write(batch), self._timeout)
-            except Exception as exc:
-                error = QueueUnavailable(type(exc).__name__)
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-            else:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+        batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        try:
+            while self._pending:
+                taken, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                batch = [item for item in taken if not item[2].done()]
+                if not batch:
+                    continue
+                try:
+                    await asyncio.wait_for(self._write(batch), self._timeout)
+                except Exception as exc:
+                    _settle(batch, QueueUnavailable(type(exc).__name__))
+                else:
+                    _settle(batch, None)
+        except BaseException:
+            # Cancelled with the loop: nobody will write what is left (nor finish the write in
+            # flight, whose outcome is unknown); fail it now rather than let each request wait
+            # for its own timeout.
+            _settle(batch + self._pending, QueueUnavailable("enqueuer stopped"))
+            self._pending = []
+            raise
 
     async def _write(self, batch: Sequence[tuple[str, bytes, Any]]) -> None:
-        mapping: dict[Any, bytes] = {message_id: data for message_id, data, _ in batch}
+        mapping: dict[Any, Any] = {message_id: data for message_id, data, _ in batch}
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self._hash_key, mapping=mapping)
             pipe.rpush(self._list_key, *mapping)
+            if self._recording is not None:
+                self._recording.add(pipe, [data for _, data, _ in batch])
             await pipe.execute()
 
     async def ping(self) -> float:
@@ -101,7 +146,7 @@ class AsyncEnqueuer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await asyncio.wait_for(self._client.ping(), self._timeout)
+            await asyncio.wait_for(self._client.ping(), self._timeout)  # type: ignore[arg-type,unused-ignore]
         except Exception as exc:
             raise QueueUnavailable(type(exc).__name__) from None
         return loop.time() - started
@@ -110,12 +155,27 @@ class AsyncEnqueuer:
         await self._client.aclose()
 
 
-class _Slot:
-    __slots__ = ("data", "done", "error", "lead", "message_id")
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(QueueUnavailable("broker did not acknowledge in time"))
 
-    def __init__(self, message_id: str, data: bytes) -> None:
+
+def _settle(batch: Sequence[tuple[str, bytes, asyncio.Future[None]]], error: Exception | None) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+
+class _Slot:
+    __slots__ = ("data", "deadline", "done", "error", "lead", "message_id")
+
+    def __init__(self, message_id: str, data: bytes, deadline: float) -> None:
         self.message_id = message_id
         self.data = data
+        self.deadline = deadline
         self.done = threading.Event()
         self.lead = False
         self.error: Exception | None = None
@@ -127,32 +187,44 @@ class SyncEnqueuer:
     The first thread to arrive writes; threads arriving meanwhile queue up and the next of
     them writes all queued messages in one round trip when the previous write returns
     (leader/follower hand-over), so no background thread is needed.
+
+    Time bound: a write may take ``timeout / 2`` (connect and reply each), and the lead is only
+    handed to a waiting thread with at least that much of its ``timeout`` left (older ones ride
+    along in its write). So a request answers within about ``timeout`` even when Redis hangs.
     """
 
-    def __init__(self, url: str, *, namespace: str, queue_name: str, timeout: float) -> None:
+    def __init__(
+        self, url: str, *, namespace: str, queue_name: str, timeout: float, recording: Recording | None = None
+    ) -> None:
+        self._recording = recording
+        self._write_timeout = timeout / 2
         self._client = redis.Redis.from_url(
             url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
+            socket_timeout=self._write_timeout,
+            socket_connect_timeout=self._write_timeout,
+            retry=Retry(NoBackoff(), _NO_RETRY),
         )
         self._list_key, self._hash_key = queue_keys(namespace, queue_name)
         self._timeout = timeout
         self._lock = threading.Lock()
         self._pending: list[_Slot] = []
+        #: Invariant: when no thread leads, nothing is pending.
         self._busy = False
 
     def enqueue(self, message_id: str, data: bytes) -> None:
         """Store one message; returns once Redis acknowledged it, raises `QueueUnavailable` otherwise."""
-        slot = _Slot(message_id, data)
+        slot = _Slot(message_id, data, time.monotonic() + self._timeout)
         with self._lock:
             self._pending.append(slot)
             if not self._busy:
                 self._busy = slot.lead = True
         if not slot.lead:
-            slot.done.wait(self._timeout)
+            slot.done.wait(max(slot.deadline - time.monotonic(), 0))
             with self._lock:
-                if not slot.done.is_set() and not slot.lead:
+                if not slot.done.is_set():
+                    # Neither written nor handed the lead in time. Still queued: withdraw it, so a
+                    # 503 is never followed by a late write. Already in a write: it may land (a
+                    # redelivery, de-duplicated downstream), never a loss.
                     if slot in self._pending:
                         self._pending.remove(slot)
                     raise QueueUnavailable("broker did not acknowledge in time")
@@ -160,38 +232,56 @@ class SyncEnqueuer:
                 if slot.error is not None:
                     raise slot.error
                 return
-        self._lead()
+        self._lead(slot)
         if slot.error is not None:
             raise slot.error
 
-    def _lead(self) -> None:
+    def _lead(self, own: _Slot) -> None:
         with self._lock:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            # Older slots with too little time left to lead ride along in this write; the batch
+            # always holds the leader's own slot.
+            size = MAX_BATCH if own in self._pending[:MAX_BATCH] else self._pending.index(own) + 1
+            batch, self._pending = self._pending[:size], self._pending[size:]
         try:
             with self._client.pipeline(transaction=True) as pipe:
-                mapping: dict[Any, bytes] = {s.message_id: s.data for s in batch}
+                mapping: dict[Any, Any] = {s.message_id: s.data for s in batch}
                 pipe.hset(self._hash_key, mapping=mapping)
                 pipe.rpush(self._list_key, *(s.message_id for s in batch))
+                if self._recording is not None:
+                    self._recording.add(pipe, [s.data for s in batch])
                 pipe.execute()
         except Exception as exc:
             error = QueueUnavailable(type(exc).__name__)
             for s in batch:
                 s.error = error
-        for s in batch:
-            s.lead = False
-            s.done.set()
+        finally:
+            # Even on a BaseException (a worker being torn down) the lead must move on, or every
+            # later request would wait for a leader that never comes.
+            for s in batch:
+                s.lead = False
+                s.done.set()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
         with self._lock:
-            if self._pending:
-                successor = self._pending[0]
-                successor.lead = True
-                successor.done.set()
-            else:
-                self._busy = False
+            now = time.monotonic()
+            # The lead goes to the oldest waiting thread that still has time for a whole write, so
+            # no request overruns its bound; older ones ride along in its batch.
+            for successor in self._pending:
+                if successor.deadline - now >= self._write_timeout:
+                    successor.lead = True
+                    successor.done.set()
+                    return
+            # Nobody has time left for a write: answer 503 now rather than overrun the bound.
+            error = QueueUnavailable("no time left for a write")
+            for slot in self._pending:
+                slot.error = error
+                slot.done.set()
+            self._pending = []
+            self._busy = False
 
     def ping(self) -> float:
         """Round-trip time of a PING in seconds; raises `QueueUnavailable` when Redis does not answer."""
-        import time
-
         started = time.perf_counter()
         try:
             self._client.ping()

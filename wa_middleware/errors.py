@@ -20,6 +20,12 @@ class AuthError(WebhookError):
     status = 401
 
 
+class VerificationFailed(WebhookError):
+    """The subscription handshake (``GET ?hub.mode=subscribe``) had a wrong or missing verify token."""
+
+    status = 403
+
+
 class MethodNotAllowed(WebhookError):
     """The webhook path was called with a method it does not serve."""
 
@@ -30,6 +36,10 @@ class PayloadError(WebhookError):
     """The body is not a JSON object (or not a delivery the decoder can read)."""
 
     status = 400
+
+
+class PayloadTooDeep(PayloadError):
+    """The JSON body nests deeper than the decoder allows (msgspec's limit, about 1,000 levels)."""
 
 
 class PayloadTooLarge(WebhookError):

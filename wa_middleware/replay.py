@@ -55,7 +55,7 @@ def recorded(client: redis.Redis, key: str, since_ms: int, *, chunk: int = 500) 
     """Yield ``(body, received_at_ms, delivery_id)`` of the deliveries recorded since ``since_ms``."""
     start = f"{since_ms}-0"
     while True:
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(key, min=start, max="+", count=chunk)
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(key, min=start, max="+", count=chunk)  # type: ignore[assignment]
         if not entries:
             return
         for _, fields in entries:
@@ -96,7 +96,9 @@ def replay(
     report = ReplayReport()
     since_ms = int((time.time() - since_seconds) * 1000)
     try:
-        for body, received_at, delivery_id in recorded(client, record_key(webhook.namespace, webhook.queue_name), since_ms):
+        for body, received_at, delivery_id in recorded(
+            client, record_key(webhook.namespace, webhook.queue_name), since_ms
+        ):
             report.deliveries += 1
             for event in decode_delivery(body, delivery_id=delivery_id, received_at=received_at):
                 if kinds is not None and event.kind not in kinds:

@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import msgspec
 
 from . import metrics, ops
-from .auth import Auth, NoAuth
+from .auth import AllOf, Auth, NoAuth
 from .callbacks import Callback, Registry
 from .core import Core
 from .decode import Event, EventKind, decode_delivery
 from .embedded import DEFAULT_DATA_DIR, ensure_server
-from .enqueue import AsyncEnqueuer, SyncEnqueuer
+from .enqueue import AsyncEnqueuer, Recording, SyncEnqueuer
 from .errors import ConfigurationError
 from .filters import StrFilter, compile_filters
 from .models import Change, Error, EventContext, Message, Status
+from .replay import record_key
 
 if TYPE_CHECKING:
     import dramatiq
@@ -41,13 +42,17 @@ _encode = msgspec.msgpack.Encoder().encode
 class Webhook:
     """A WhatsApp webhook endpoint: what to accept, where to store it, which callbacks to run.
 
-    :param auth: how deliveries authenticate, e.g. ``BasicAuth("user", "pass")``. Required:
-        pass ``NoAuth()`` to accept unauthenticated deliveries knowingly.
+    :param auth: how deliveries authenticate, e.g. ``BasicAuth("user", "pass")``; a list of
+        schemes means all of them (`AllOf`). Required: pass ``NoAuth()`` to accept
+        unauthenticated deliveries knowingly.
     :param path: the path the middleware serves (``POST`` only).
     :param broker_url: Redis URL of the dramatiq broker. None: ``WA_BROKER_URL``, else the
         embedded Valkey server kept in ``data_dir``.
     :param max_body_size: body cap in bytes; larger bodies get a 413.
     :param enqueue_timeout: seconds Redis has to acknowledge a delivery before the answer is a 503.
+    :param body_timeout: seconds a client has to send the whole body (ASGI: 408 after that).
+    :param verify_token: answer Meta's subscription handshake (``GET path?hub.mode=subscribe...``)
+        when ``hub.verify_token`` equals this; without it a GET is a 405.
     :param queue_name: the dramatiq queue deliveries go to.
     :param namespace: dramatiq's Redis key prefix.
     :param max_retries: retries of a failing callback before it is dead-lettered.
@@ -58,16 +63,22 @@ class Webhook:
     :param name: prefix of the dramatiq actor names; give two Webhooks on one broker different names.
     :param health_path: also answer a broker health check (GET, 200/503 JSON) on this path; off when None.
     :param metrics_path: also serve Prometheus metrics on this path (needs the ``metrics`` extra); off when None.
+    :param record: also keep every accepted delivery, raw, in a Redis stream (written in the same
+        round trip as its queue message), for ``wa-middleware replay``.
+    :param record_max_count: deliveries kept at most (approximate trimming).
+    :param record_max_age: seconds a recorded delivery is kept at most.
     """
 
     def __init__(
         self,
         *,
-        auth: Auth | None = None,
+        auth: Auth | list[Auth] | tuple[Auth, ...] | None = None,
         path: str = "/webhook",
         broker_url: str | None = None,
         max_body_size: int = 1024 * 1024,
         enqueue_timeout: float = 2.0,
+        body_timeout: float = 10.0,
+        verify_token: str | None = None,
         queue_name: str = "wa_middleware",
         namespace: str = "dramatiq",
         max_retries: int = 5,
@@ -78,11 +89,19 @@ class Webhook:
         name: str = "wa",
         health_path: str | None = None,
         metrics_path: str | None = None,
+        record: bool = False,
+        record_max_count: int = 100_000,
+        record_max_age: float = 86_400.0,
     ) -> None:
         if auth is None:
             raise ConfigurationError(
                 "Webhook needs auth=BasicAuth(user, password) (or another scheme); pass auth=NoAuth() to opt out"
             )
+        if isinstance(auth, (list, tuple)):
+            try:
+                auth = AllOf(*auth)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
         if not isinstance(auth, Auth):
             raise ConfigurationError(f"auth must be an auth scheme such as BasicAuth, not {auth!r}")
         if not path.startswith("/"):
@@ -91,13 +110,23 @@ class Webhook:
             raise ConfigurationError("max_body_size must be positive")
         if not 0 < enqueue_timeout < 5:
             raise ConfigurationError("enqueue_timeout must be between 0 and 5 s (the sender gives up at 5 s)")
+        if not 0 < body_timeout <= 60:
+            raise ConfigurationError("body_timeout must be between 0 and 60 s")
+        if verify_token is not None and (not isinstance(verify_token, str) or not verify_token):
+            raise ConfigurationError("verify_token must be a non-empty str")
         if max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
+        if record and (record_max_count <= 0 or record_max_age <= 0):
+            raise ConfigurationError("record_max_count and record_max_age must be positive")
         ops.check_paths(path, health_path, metrics_path)
         if isinstance(auth, NoAuth):
             logger.warning("wa-middleware: auth is disabled (NoAuth): anyone can post deliveries")
         self.auth = auth
         self.path = path
+        self.record = record
+        self.recording = (
+            Recording(record_key(namespace, queue_name), record_max_count, record_max_age) if record else None
+        )
         self.health_path = health_path
         self.metrics_path = metrics_path
         self.name = name
@@ -118,6 +147,8 @@ class Webhook:
             queue_name=queue_name,
             actor_name=self.dispatch_actor_name,
             enqueue_timeout=enqueue_timeout,
+            body_timeout=body_timeout,
+            verify_token=verify_token,
         )
         self.registry = Registry()
         self._lock = threading.RLock()
@@ -315,7 +346,11 @@ class Webhook:
             enqueuer = self._async_enqueuers.get(loop)
             if enqueuer is None:
                 enqueuer = AsyncEnqueuer(
-                    url, namespace=self.namespace, queue_name=self.queue_name, timeout=self.core.enqueue_timeout
+                    url,
+                    namespace=self.namespace,
+                    queue_name=self.queue_name,
+                    timeout=self.core.enqueue_timeout,
+                    recording=self.recording,
                 )
                 self._async_enqueuers[loop] = enqueuer
         return enqueuer
@@ -348,6 +383,7 @@ class Webhook:
                         namespace=self.namespace,
                         queue_name=self.queue_name,
                         timeout=self.core.enqueue_timeout,
+                        recording=self.recording,
                     )
             self._maybe_start_dev_worker()
         return self._sync_enqueuer

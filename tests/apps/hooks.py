@@ -11,14 +11,33 @@ import os
 
 import msgspec
 
-from wa_middleware import BasicAuth, EventContext, Message, Status, Webhook
+from wa_middleware import (
+    AllOf,
+    BasicAuth,
+    Dialog360Signature,
+    EventContext,
+    HeaderAuth,
+    HubSignature256,
+    Message,
+    Status,
+    Webhook,
+)
+
+_AUTH = {
+    "basic": lambda: BasicAuth("testuser", "testpass"),
+    "basic+360dialog": lambda: AllOf(BasicAuth("testuser", "testpass"), Dialog360Signature("partner-secret")),
+    "token": lambda: HeaderAuth("X-Webhook-Token", "tok-new", also=["tok-old"]),
+    "meta": lambda: HubSignature256("meta-app-secret"),
+}
 
 wa = Webhook(
-    auth=BasicAuth("testuser", "testpass"),
+    auth=_AUTH[os.environ.get("WA_AUTH", "basic")](),
+    verify_token=os.environ.get("WA_VERIFY_TOKEN") or None,
     broker_url=os.environ["WA_BROKER_URL"],
     namespace=os.environ.get("WA_NAMESPACE", "dramatiq"),
     max_body_size=int(os.environ.get("WA_MAX_BODY", str(1024 * 1024))),
     enqueue_timeout=float(os.environ.get("WA_ENQUEUE_TIMEOUT", "1.0")),
+    body_timeout=float(os.environ.get("WA_BODY_TIMEOUT", "10")),
     min_backoff=int(os.environ.get("WA_MIN_BACKOFF", "100")),
     max_retries=int(os.environ.get("WA_MAX_RETRIES", "3")),
 )

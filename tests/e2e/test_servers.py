@@ -111,9 +111,12 @@ def test_rejections_store_nothing(server, client: httpx.Client, redis_url: str, 
         ("over cap", dict(content=b"{" + b" " * (1024 * 1024) + b"}", auth=AUTH), 413),
     ]
     for name, kwargs, expected in cases:
-        # A fresh connection each time: after a 413 the server may close the connection it left unread.
-        with httpx.Client(timeout=10) as fresh:
-            response = fresh.post(url, **kwargs)  # type: ignore[arg-type]
+        if name == "over cap":
+            # Refused before its body is read; gunicorn then drains at most 64 KiB of it and closes
+            # the kept-alive connection, so this one gets a connection of its own.
+            response = httpx.post(url, timeout=10, **kwargs)  # type: ignore[arg-type]
+        else:
+            response = client.post(url, **kwargs)  # type: ignore[arg-type]
         assert response.status_code == expected, name
         assert response.headers["content-type"] == "application/json", name
         if expected == 401:
