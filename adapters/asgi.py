@@ -79,13 +79,7 @@ class WebhookMiddleware:
             return core.too_large()
         job = core.finish(headers, body)
         enqueuer = await self.webhook.async_enqueuer()
-        enqueue_started = time.perf_counter()
-        try:
-            await enqueuer.enqueue(job.message_id, job.data)
-        except BaseException:
-            metrics.enqueue_done(time.perf_counter() - enqueue_started, ok=False)
-            raise
-        metrics.enqueue_done(time.perf_counter() - enqueue_started, ok=True)
+        await enqueuer.enqueue(job.message_id, job.data)
         return core.accepted(job)
 
     async def _read_body(self, receive: Receive) -> bytes | None:

@@ -77,13 +77,7 @@ class WebhookMiddleware:
         if body is None:
             return core.too_large()
         job = core.finish(headers, body)
-        started = time.perf_counter()
-        try:
-            self.webhook.sync_enqueuer().enqueue(job.message_id, job.data)
-        except BaseException:
-            metrics.enqueue_done(time.perf_counter() - started, ok=False)
-            raise
-        metrics.enqueue_done(time.perf_counter() - started, ok=True)
+        self.webhook.sync_enqueuer().enqueue(job.message_id, job.data)
         return core.accepted(job)
 
 

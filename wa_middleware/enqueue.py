@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from . import metrics
 from .errors import QueueUnavailable
 
 __all__ = ["AsyncEnqueuer", "Recording", "SyncEnqueuer", "queue_keys"]
@@ -105,10 +106,14 @@ class AsyncEnqueuer:
         # When it fires first, the future fails and the flusher skips the message if not yet
         # taken into a write; if the request is cancelled, so is the future.
         timer = loop.call_later(self._timeout, _expire, future)
+        started = time.perf_counter()
+        ok = False
         try:
             await future
+            ok = True
         finally:
             timer.cancel()
+            metrics.enqueue_done(time.perf_counter() - started, ok)
 
     async def _flush_loop(self) -> None:
         batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -213,6 +218,15 @@ class SyncEnqueuer:
 
     def enqueue(self, message_id: str, data: bytes) -> None:
         """Store one message; returns once Redis acknowledged it, raises `QueueUnavailable` otherwise."""
+        started = time.perf_counter()
+        ok = False
+        try:
+            self._enqueue(message_id, data)
+            ok = True
+        finally:
+            metrics.enqueue_done(time.perf_counter() - started, ok)
+
+    def _enqueue(self, message_id: str, data: bytes) -> None:
         slot = _Slot(message_id, data, time.monotonic() + self._timeout)
         with self._lock:
             self._pending.append(slot)
