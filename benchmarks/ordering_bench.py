@@ -1,0 +1,164 @@
+"""Worker throughput: stock dramatiq no-op messages vs wa-middleware events, unordered and ordered.
+
+Run ``python -m benchmarks.ordering_bench [--events N] [--threads T]``. It needs a Redis (``WA_BENCH_REDIS``,
+default ``redis://127.0.0.1:6379/0``) and uses a key namespace of its own, deleted afterwards. Each case
+pre-loads the queue with N single-event deliveries (C conversations, messages interleaved across them),
+starts ONE worker process and measures how long it takes to drain the queue: events per second per
+worker process. Results go to ``benchmarks/results/ordering-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+QUEUE = "wa_middleware"
+
+
+def delivery(conversation: int, seq: int) -> bytes:
+    user = f"49151{conversation:08d}"
+    return msgspec.json.encode(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "200000000000001",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1000001"},
+                                "contacts": [{"profile": {"name": "Bench"}, "wa_id": user}],
+                                "messages": [
+                                    {
+                                        "from": user,
+                                        "id": f"wamid.B{conversation}.{seq}.{uuid.uuid4().hex[:8]}",
+                                        "timestamp": "1700000000",
+                                        "type": "text",
+                                        "text": {"body": f"message {seq}"},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def preload(client: redis.Redis, namespace: str, messages: list[tuple[str, bytes]]) -> None:
+    full = f"{namespace}:{QUEUE}"
+    for start in range(0, len(messages), 1000):
+        chunk = messages[start : start + 1000]
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(f"{full}.msgs", mapping=dict(chunk))  # type: ignore[arg-type]
+        pipe.rpush(full, *(mid for mid, _ in chunk))
+        pipe.execute()
+
+
+def wa_messages(events: int, conversations: int) -> list[tuple[str, bytes]]:
+    from wa_middleware.auth import NoAuth
+    from wa_middleware.core import Core
+
+    core = Core(path="/webhook", auth=NoAuth(), max_body_size=1 << 20, queue_name=QUEUE,
+                actor_name="wa.dispatch", enqueue_timeout=1.0)  # fmt: skip
+    out = []
+    for i in range(events):
+        job = core.finish({}, delivery(i % conversations, i // conversations))
+        out.append((job.message_id, job.data))
+    return out
+
+
+def stock_messages(events: int) -> list[tuple[str, bytes]]:
+    out = []
+    now = int(time.time() * 1000)
+    for _ in range(events):
+        mid = str(uuid.uuid4())
+        data = json.dumps(
+            {"queue_name": QUEUE, "actor_name": "noop", "args": [], "kwargs": {}, "options": {"redis_message_id": mid},
+             "message_id": mid, "message_timestamp": now}  # fmt: skip
+        ).encode()
+        out.append((mid, data))
+    return out
+
+
+def drained(client: redis.Redis, namespace: str) -> bool:
+    full = f"{namespace}:{QUEUE}"
+    return int(client.hlen(f"{full}.msgs")) == 0 and int(client.hlen(f"{full}.DQ.msgs")) == 0
+
+
+def run_case(name: str, url: str, events: int, conversations: int, threads: int) -> dict[str, Any]:
+    namespace = f"wa-bench-{uuid.uuid4().hex[:10]}"
+    client = redis.Redis.from_url(url)
+    env = dict(os.environ, WA_BROKER_URL=url, WA_NAMESPACE=namespace, PYTHONPATH=str(ROOT))
+    if name == "stock-noop":
+        preload(client, namespace, stock_messages(events))
+        args = [sys.executable, "-m", "dramatiq", "benchmarks.stock_app", "-p", "1", "-t", str(threads), "-Q", QUEUE]
+    else:
+        env["WA_BENCH_ORDERED"] = "1" if name == "wa-ordered" else "0"
+        preload(client, namespace, wa_messages(events, conversations))
+        args = [sys.executable, "-m", "wa_middleware.cli", "worker", "benchmarks.ordering_app:wa",
+                "--processes", "1", "--threads", str(threads)]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # Start the clock when the first message is taken, so process start-up is not counted.
+        full = f"{namespace}:{QUEUE}"
+        while int(client.llen(full)) == events and proc.poll() is None:
+            time.sleep(0.002)
+        started = time.perf_counter()
+        deadline = started + 600
+        while not drained(client, namespace):
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"{name}: worker exited or timed out")
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        keys = list(client.scan_iter(f"{namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    return {"case": name, "events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--conversations", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--cases", default="stock-noop,wa-unordered,wa-ordered")
+    args = parser.parse_args(argv)
+    url = os.environ.get("WA_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+    results = []
+    for _ in range(args.repeat):
+        for case in args.cases.split(","):
+            result = run_case(case, url, args.events, args.conversations, args.threads)
+            print(f"{result['case']:>14}: {result['events_per_s']:>6} events/s ({result['seconds']} s)", flush=True)
+            results.append(result)
+    out = HERE / "results" / f"ordering-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
+    meta = {"threads": args.threads, "conversations": args.conversations, "cpus": os.cpu_count(), "python": sys.version}
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
