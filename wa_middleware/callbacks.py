@@ -38,6 +38,7 @@ class Callback:
     :ivar name: unique name (``module.qualname`` unless given), used for retries and dead letters.
     :ivar kind: the event kind it listens to.
     :ivar values: message types, status values, error codes or change fields it accepts; None for all.
+    :ivar ordered: run in conversation order; None: the `Webhook`'s default.
     """
 
     name: str
@@ -46,6 +47,7 @@ class Callback:
     values: frozenset[str] | None
     is_async: bool
     wants_ctx: bool
+    ordered: bool | None = None
 
     def matches(self, event: Event) -> bool:
         if event.kind != self.kind:
@@ -79,9 +81,19 @@ class Registry:
         self.callbacks: list[Callback] = []
         self.by_name: dict[str, Callback] = {}
 
-    def add(self, kind: EventKind, fn: AnyCallable, values: Collection[str | int], name: str | None) -> Callback:
+    def add(
+        self,
+        kind: EventKind,
+        fn: AnyCallable,
+        values: Collection[str | int],
+        name: str | None,
+        *,
+        ordered: bool | None = None,
+    ) -> Callback:
         if not callable(fn):
             raise ConfigurationError(f"{fn!r} is not callable")
+        if ordered is not None and not isinstance(ordered, bool):
+            raise ConfigurationError(f"ordered must be True, False or None, not {ordered!r}")
         for value in values:
             if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
                 raise ConfigurationError(f"invalid filter value {value!r} for on_{kind}()")
@@ -95,6 +107,7 @@ class Registry:
             values=frozenset(str(v) for v in values) or None,
             is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)),
             wants_ctx=_wants_ctx(fn),
+            ordered=ordered,
         )
         self.callbacks.append(callback)
         self.by_name[cb_name] = callback

@@ -10,16 +10,14 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import msgspec
-
 from .auth import Auth, NoAuth
-from .callbacks import Callback, Registry
+from .callbacks import Registry
 from .core import Core
 from .decode import Event, EventKind, decode_delivery
+from .dispatch import Dispatcher
 from .embedded import DEFAULT_DATA_DIR, ensure_server
 from .enqueue import AsyncEnqueuer, SyncEnqueuer
 from .errors import ConfigurationError
-from .models import Change, Error, EventContext, Message, Status
 
 if TYPE_CHECKING:
     import dramatiq
@@ -31,8 +29,6 @@ logger = logging.getLogger("wa_middleware")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_EVENT_TYPES: dict[str, type[Any]] = {"message": Message, "status": Status, "error": Error, "change": Change}
-_encode = msgspec.msgpack.Encoder().encode
 
 
 class Webhook:
@@ -53,6 +49,12 @@ class Webhook:
     :param dev: run worker threads inside the web process (also ``WA_DEV=1``), for development.
     :param data_dir: where the embedded server keeps its data.
     :param name: prefix of the dramatiq actor names; give two Webhooks on one broker different names.
+    :param ordered: default of ``ordered=`` for callbacks that do not say: run the callbacks of one
+        conversation one at a time, in the order the deliveries were stored (see `dedupe.conversation_key`).
+    :param dedupe_ttl: seconds an event is remembered to run its callbacks once (default 7 days,
+        the sender's redelivery window).
+    :param recovery_timeout: seconds without a heartbeat after which a worker counts as dead and its
+        unfinished messages run again elsewhere (within about 7/6 of this).
     """
 
     def __init__(
@@ -71,6 +73,9 @@ class Webhook:
         dev: bool | None = None,
         data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR,
         name: str = "wa",
+        ordered: bool = False,
+        dedupe_ttl: float = 7 * 86400,
+        recovery_timeout: float = 30.0,
     ) -> None:
         if auth is None:
             raise ConfigurationError(
@@ -86,6 +91,10 @@ class Webhook:
             raise ConfigurationError("enqueue_timeout must be between 0 and 5 s (the sender gives up at 5 s)")
         if max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
+        if dedupe_ttl <= 0:
+            raise ConfigurationError("dedupe_ttl must be positive")
+        if not 1 <= recovery_timeout <= 3600:
+            raise ConfigurationError("recovery_timeout must be between 1 and 3600 seconds")
         if isinstance(auth, NoAuth):
             logger.warning("wa-middleware: auth is disabled (NoAuth): anyone can post deliveries")
         self.auth = auth
@@ -97,6 +106,9 @@ class Webhook:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.data_dir = data_dir
+        self.ordered = ordered
+        self.dedupe_ttl = dedupe_ttl
+        self.recovery_timeout = recovery_timeout
         self.dev = dev if dev is not None else os.environ.get("WA_DEV", "") not in ("", "0", "false")
         self._broker_url = broker_url or os.environ.get("WA_BROKER_URL") or None
         self.dispatch_actor_name = f"{name}.dispatch"
@@ -110,6 +122,19 @@ class Webhook:
             enqueue_timeout=enqueue_timeout,
         )
         self.registry = Registry()
+        self.dispatcher = Dispatcher(
+            registry=self.registry,
+            prefix=f"{namespace}:{name}",
+            namespace=namespace,
+            queue_name=queue_name,
+            dispatch_actor=self.dispatch_actor_name,
+            unit_actor=self.callback_actor_name,
+            ordered=ordered,
+            dedupe_ttl=dedupe_ttl,
+            max_retries=max_retries,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+        )
         self._lock = threading.RLock()
         self._async_enqueuers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEnqueuer] = (
             weakref.WeakKeyDictionary()
@@ -132,13 +157,15 @@ class Webhook:
 
     # -- decorators ----------------------------------------------------------------------
 
-    def _decorator(self, kind: EventKind, values: tuple[Any, ...], name: str | None) -> Any:
+    def _decorator(
+        self, kind: EventKind, values: tuple[Any, ...], name: str | None, ordered: bool | None = None
+    ) -> Any:
         if len(values) == 1 and callable(values[0]):  # used bare: @wa.on_message
-            self.registry.add(kind, values[0], (), name)
+            self.registry.add(kind, values[0], (), name, ordered=ordered)
             return values[0]
 
         def register(fn: F) -> F:
-            self.registry.add(kind, fn, values, name)
+            self.registry.add(kind, fn, values, name, ordered=ordered)
             return fn
 
         return register
@@ -146,38 +173,38 @@ class Webhook:
     @overload
     def on_message(self, fn: F, /) -> F: ...
     @overload
-    def on_message(self, *types: str, name: str | None = None) -> Callable[[F], F]: ...
-    def on_message(self, *types: Any, name: str | None = None) -> Any:
+    def on_message(self, *types: str, name: str | None = None, ordered: bool | None = None) -> Callable[[F], F]: ...
+    def on_message(self, *types: Any, name: str | None = None, ordered: bool | None = None) -> Any:
         """Run the decorated callback for incoming messages of the given types (all types if none).
 
         ``@wa.on_message()`` also receives messages of types not known to this version,
         with their payload in ``message.raw``.
         """
-        return self._decorator("message", types, name)
+        return self._decorator("message", types, name, ordered)
 
     @overload
     def on_status(self, fn: F, /) -> F: ...
     @overload
-    def on_status(self, *statuses: str, name: str | None = None) -> Callable[[F], F]: ...
-    def on_status(self, *statuses: Any, name: str | None = None) -> Any:
+    def on_status(self, *statuses: str, name: str | None = None, ordered: bool | None = None) -> Callable[[F], F]: ...
+    def on_status(self, *statuses: Any, name: str | None = None, ordered: bool | None = None) -> Any:
         """Run the decorated callback for status updates with these values (all if none)."""
-        return self._decorator("status", statuses, name)
+        return self._decorator("status", statuses, name, ordered)
 
     @overload
     def on_error(self, fn: F, /) -> F: ...
     @overload
-    def on_error(self, *codes: int | str, name: str | None = None) -> Callable[[F], F]: ...
-    def on_error(self, *codes: Any, name: str | None = None) -> Any:
+    def on_error(self, *codes: int | str, name: str | None = None, ordered: bool | None = None) -> Callable[[F], F]: ...
+    def on_error(self, *codes: Any, name: str | None = None, ordered: bool | None = None) -> Any:
         """Run the decorated callback for value-level errors with these codes (all if none)."""
-        return self._decorator("error", codes, name)
+        return self._decorator("error", codes, name, ordered)
 
     @overload
     def on_change(self, fn: F, /) -> F: ...
     @overload
-    def on_change(self, *fields: str, name: str | None = None) -> Callable[[F], F]: ...
-    def on_change(self, *fields: Any, name: str | None = None) -> Any:
+    def on_change(self, *fields: str, name: str | None = None, ordered: bool | None = None) -> Callable[[F], F]: ...
+    def on_change(self, *fields: Any, name: str | None = None, ordered: bool | None = None) -> Any:
         """Run the decorated callback for changes of these ``field`` values (all non-message fields if none)."""
-        return self._decorator("change", fields, name)
+        return self._decorator("change", fields, name, ordered)
 
     # -- request path --------------------------------------------------------------------
 
@@ -220,17 +247,29 @@ class Webhook:
 
     def _make_broker(self) -> RedisBroker:
         import dramatiq
-        from dramatiq.brokers.redis import RedisBroker
-        from dramatiq.middleware import Retries
+        from dramatiq.middleware import CurrentMessage, Retries
+
+        from .consumer import WebhookBroker
+        from .recovery import Recovery
 
         url = self._broker_url or ensure_server(self.data_dir)
         self._broker_url = url
-        broker = RedisBroker(url=url, namespace=self.namespace)
+        broker = WebhookBroker(
+            url=url,
+            namespace=self.namespace,
+            dispatcher=self.dispatcher,
+            heartbeat_timeout=int(self.recovery_timeout * 1000),
+        )
         for middleware in broker.middleware:
+            # Retries here only cover a delivery whose dispatch itself failed (Redis unreachable):
+            # callback failures are retried per unit by the dispatcher.
             if isinstance(middleware, Retries):
                 middleware.max_retries = self.max_retries
                 middleware.min_backoff = self.min_backoff
                 middleware.max_backoff = self.max_backoff
+        broker.add_middleware(CurrentMessage())
+        broker.add_middleware(Recovery(self.queue_name))
+        self.dispatcher.bind(broker)
         self._actors["dispatch"] = dramatiq.actor(
             self._dispatch,
             broker=broker,
@@ -239,7 +278,7 @@ class Webhook:
             max_retries=self.max_retries,
         )
         self._actors["callback"] = dramatiq.actor(
-            self._run_callback,
+            self._run_unit,
             broker=broker,
             actor_name=self.callback_actor_name,
             queue_name=self.queue_name,
@@ -248,70 +287,38 @@ class Webhook:
         return broker
 
     def dispatch(self, body: bytes, *, delivery_id: str | None = None, received_at: int | None = None) -> list[Event]:
-        """Decode a delivery and run every matching callback of every event, in order.
+        """Decode a delivery and run every matching callback of every event, in order, in this thread.
 
-        A callback that raises does not stop the others: its (event, callback) pair becomes a
-        message of its own, retried with backoff and dead-lettered after ``max_retries``.
+        No deduplication and no ordering: this is the synchronous entry point for tests and tools.
+        A callback that raises does not stop the others; the first error is raised at the end.
         """
         events = decode_delivery(body, delivery_id=delivery_id, received_at=received_at)
+        error: Exception | None = None
         for event in events:
             for callback in self.registry.matching(event):
                 try:
                     callback(event)
                 except Exception as exc:
-                    self._schedule_retry(callback, event, exc)
+                    logger.warning("callback %s failed on a %s event (%s)", callback.name, event.kind, type(exc).__name__)
+                    error = error or exc
+        if error is not None:
+            raise error
         return events
 
+    @staticmethod
+    def _current_message() -> dramatiq.Message[Any]:
+        from dramatiq.middleware import CurrentMessage
+
+        message = CurrentMessage.get_current_message()
+        if message is None:
+            raise RuntimeError("not running inside a dramatiq worker")
+        return message
+
     def _dispatch(self, body: bytes, received_at: int, delivery_id: str | None = None) -> None:
-        self.dispatch(body, delivery_id=delivery_id, received_at=received_at)
+        self.dispatcher.run_delivery(self._current_message())
 
-    def _schedule_retry(self, callback: Callback, event: Event, exc: Exception) -> None:
-        from dramatiq.common import compute_backoff
-
-        logger.warning(
-            "callback %s failed on a %s event (%s); retrying it alone", callback.name, event.kind, type(exc).__name__
-        )
-        if self.max_retries == 0:
-            self._dead_letter_now(callback, event, exc)
-            return
-        _, delay = compute_backoff(0, factor=self.min_backoff, max_backoff=self.max_backoff)
-        self._actors["callback"].send_with_options(
-            args=(callback.name, event.kind, _encode(event.data), _encode(event.ctx)),
-            delay=delay,
-            retries=1,
-        )
-
-    def _dead_letter_now(self, callback: Callback, event: Event, exc: Exception) -> None:
-        """With retries off, a failed first try goes straight to the dead-letter queue."""
-        import time
-        import traceback
-
-        actor = self._actors["callback"]
-        message = actor.message_with_options(
-            args=(callback.name, event.kind, _encode(event.data), _encode(event.ctx)),
-            retries=1,
-            traceback="".join(traceback.format_exception(exc, limit=30)),
-        )
-        message = message.copy(options={"redis_message_id": message.message_id})
-        broker = self.broker
-        data = message.encode()
-        client = broker.client
-        xq = f"{self.namespace}:{self.queue_name}.XQ"
-        pipe = client.pipeline(transaction=True)
-        pipe.zadd(xq, {message.message_id: int(time.time() * 1000)})
-        pipe.hset(f"{xq}.msgs", message.message_id, data)
-        pipe.execute()
-
-    def _run_callback(self, name: str, kind: str, data: bytes, ctx: bytes) -> None:
-        callback = self.registry.by_name.get(name)
-        if callback is None:
-            raise LookupError(f"no callback named {name!r} is registered in this worker")
-        event = Event(
-            kind,  # type: ignore[arg-type]
-            msgspec.msgpack.decode(data, type=_EVENT_TYPES[kind]),
-            msgspec.msgpack.decode(ctx, type=EventContext),
-        )
-        callback(event)
+    def _run_unit(self, *args: Any) -> None:
+        self.dispatcher.run_unit(self._current_message())
 
     # -- dev mode ------------------------------------------------------------------------
 

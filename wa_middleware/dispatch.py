@@ -1,0 +1,288 @@
+"""The worker side: run a delivery's callbacks once per event, each (event, callback) on its own.
+
+A delivery message is planned when it is taken off the queue (`consumer.py`): one script claims
+every (event, callback) unit of the whole fetched batch and puts ordered units in their
+conversation lanes. The worker thread then runs the units it was given inline, in event order,
+and one more script per delivery records the outcome, hands failures over to messages of their
+own (retried with exponential backoff, then dead-lettered), moves lanes on and acks the delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .callbacks import Callback, Registry
+from .decode import Event, decode_delivery
+from .dedupe import conversation_key, event_key
+from .models import Change, Error, EventContext, Message, Status
+from .scripts import FINISH, PLAN
+
+if TYPE_CHECKING:
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+__all__ = ["Dispatcher", "Unit"]
+
+logger = logging.getLogger("wa_middleware.worker")
+
+_EVENT_TYPES: dict[str, type[Any]] = {"message": Message, "status": Status, "error": Error, "change": Change}
+_encode = msgspec.msgpack.Encoder().encode
+
+
+@dataclass(slots=True)
+class Unit:
+    """One (event, callback) pair: the unit of work, of deduplication and of retries."""
+
+    uid: str
+    event: Event
+    callback: Callback
+    key: str
+    lane: str
+
+
+class Dispatcher:
+    """Runs deliveries and units for one `Webhook` against its Redis broker.
+
+    :param registry: the callbacks.
+    :param prefix: ``<namespace>:<webhook name>``, prefix of this webhook's own keys.
+    :param queue_name: the dramatiq queue.
+    :param ordered: whether callbacks registered without ``ordered=`` are ordered.
+    :param dedupe_ttl: seconds an event's idempotency record is kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        prefix: str,
+        namespace: str,
+        queue_name: str,
+        dispatch_actor: str,
+        unit_actor: str,
+        ordered: bool,
+        dedupe_ttl: float,
+        max_retries: int,
+        min_backoff: int,
+        max_backoff: int,
+    ) -> None:
+        self.registry = registry
+        self.prefix = prefix
+        self.queue_name = queue_name
+        self.queue = f"{namespace}:{queue_name}"
+        self.delay_queue = f"{namespace}:{queue_name}.DQ"
+        self.dispatch_actor = dispatch_actor
+        self.unit_actor = unit_actor
+        self.ordered = ordered
+        self.ttl_ms = str(int(dedupe_ttl * 1000))
+        self.stats_key = f"{prefix}:stats"
+        self.max_retries = max_retries
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        #: Plans made when messages were fetched: redis message id -> (plan, units).
+        self.plans: dict[str, tuple[str, list[Unit] | None]] = {}
+        #: Messages this process acked inside a finish script: the consumer skips its own ack.
+        self.acked: set[str] = set()
+        self._broker: RedisBroker | None = None
+        self._plan: Any = None
+        self._finish: Any = None
+
+    def bind(self, broker: RedisBroker) -> None:
+        self._broker = broker
+        self._plan = broker.client.register_script(PLAN)
+        self._finish = broker.client.register_script(FINISH)
+
+    @property
+    def broker(self) -> RedisBroker:
+        if self._broker is None:
+            raise RuntimeError("the dispatcher is not bound to a broker")
+        return self._broker
+
+    def acks_key(self) -> str:
+        return f"{self.broker.namespace}:__acks__.{self.broker.broker_id}.{self.queue_name}"
+
+    # -- planning --------------------------------------------------------------------------
+
+    def units(self, events: list[Event], message_id: str) -> list[Unit]:
+        """The units of a delivery in the order they run: events in order, callbacks in registration order."""
+        units: list[Unit] = []
+        for event in events:
+            key: str | None = None
+            for callback in self.registry.matching(event):
+                if key is None:
+                    key = f"{self.prefix}:idem:{event_key(event)}"
+                lane = ""
+                if callback.ordered if callback.ordered is not None else self.ordered:
+                    conversation = conversation_key(event)
+                    if conversation is not None:
+                        lane = f"{self.prefix}:lane:{conversation}"
+                units.append(Unit(f"{message_id}.{len(units)}", event, callback, key, lane))
+        return units
+
+    def plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
+        """Append the PLAN arguments of one fetched message to ``out``; return its units if a delivery."""
+        rid = message.options.get("redis_message_id", message.message_id)
+        if message.actor_name == self.dispatch_actor:
+            body, received_at, delivery_id = _dispatch_args(message)
+            units = self.units(decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id)
+            out += (rid, message.message_id, len(units))
+            for unit in units:
+                data = self._unit_message(unit, 0, rid=unit.uid).encode() if unit.lane else b""
+                out += (unit.key, unit.callback.name, unit.lane, unit.uid, data)
+            return units
+        if message.actor_name == self.unit_actor:
+            _, _, _, _, key, name, lane = _unit_args(message)
+            out += (rid, message.message_id, -1, key, name, lane)
+            return None
+        out += (rid, message.message_id, -1, "", "", "")  # not ours: just taken off the queue
+        return None
+
+    def plan(self, messages: list[dramatiq.Message[Any]], *, pop: bool) -> list[str]:
+        """Claim the units of ``messages``; with ``pop``, also take them off the queue head."""
+        args: list[Any] = [
+            self.queue, self.acks_key(), f"{self.broker.namespace}:__heartbeats__", self.broker.broker_id,
+            int(time.time() * 1000), self.ttl_ms, self.stats_key, "1" if pop else "0",
+        ]  # fmt: skip
+        units = [self.plan_args(message, args) for message in messages]
+        result = [r.decode() if isinstance(r, bytes) else r for r in self._plan(args=args)]
+        for message, plan, message_units in zip(messages, result, units):
+            self.plans[message.options.get("redis_message_id", message.message_id)] = (plan, message_units)
+        return result
+
+    def _take_plan(self, message: dramatiq.Message[Any]) -> tuple[str, list[Unit] | None]:
+        rid = message.options.get("redis_message_id", message.message_id)
+        found = self.plans.pop(rid, None)
+        if found is None:  # not fetched by our consumer (e.g. a custom worker): plan it now
+            self.plan([message], pop=False)
+            found = self.plans.pop(rid)
+        return found
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run_delivery(self, message: dramatiq.Message[Any]) -> None:
+        plan, units = self._take_plan(message)
+        if units is None:
+            body, received_at, delivery_id = _dispatch_args(message)
+            units = self.units(decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id)
+        ops: list[Any] = []
+        blocked: set[str] = set()
+        for unit, step in zip(units, plan):
+            if step != "r":
+                continue
+            if unit.lane in blocked:  # an earlier unit of this conversation failed: wait behind its retries
+                ops += ("w", unit.key, unit.callback.name, unit.uid, self._unit_message(unit, 0, rid=unit.uid).encode())
+                continue
+            try:
+                unit.callback(unit.event)
+            except Exception as exc:
+                if self._failed(unit, 0, exc, ops) and unit.lane:
+                    blocked.add(unit.lane)
+            else:
+                ops += ("d", unit.key, unit.callback.name)
+                if unit.lane:
+                    ops += ("p", unit.lane, unit.uid)
+        self.finish(message, ops)
+
+    def run_unit(self, message: dramatiq.Message[Any]) -> None:
+        plan, _ = self._take_plan(message)
+        if plan != "r":
+            logger.info("unit %s skipped: already run, dead-lettered or out of turn", message.message_id)
+            return
+        name, kind, data, ctx, key, _, lane = _unit_args(message)
+        callback = self.registry.by_name.get(name)
+        if callback is None:
+            raise LookupError(f"no callback named {name!r} is registered in this worker")
+        event = Event(
+            kind,  # type: ignore[arg-type]
+            msgspec.msgpack.decode(data, type=_EVENT_TYPES[kind]),
+            msgspec.msgpack.decode(ctx, type=EventContext),
+        )
+        unit = Unit(message.message_id, event, callback, key, lane)
+        attempt = int(message.options.get("wa_attempt", 0))
+        ops: list[Any] = []
+        try:
+            callback(event)
+        except Exception as exc:
+            self._failed(unit, attempt, exc, ops)
+        else:
+            ops += ("d", key, name)
+            if lane:
+                ops += ("p", lane, unit.uid)
+        self.finish(message, ops)
+
+    def finish(self, message: dramatiq.Message[Any] | None, ops: list[Any]) -> None:
+        rid = "" if message is None else message.options.get("redis_message_id", message.message_id)
+        args: list[Any] = [self.queue, self.acks_key(), rid, int(time.time() * 1000), self.ttl_ms, self.stats_key]
+        self._finish(args=args + ops)
+        if rid:
+            self.acked.add(rid)
+
+    def _failed(self, unit: Unit, attempt: int, exc: Exception, ops: list[Any]) -> bool:
+        """Hand a failed unit over to its next try, or to the dead letters; True if it will be retried."""
+        from dramatiq.common import compute_backoff
+
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=30))
+        if attempt < self.max_retries:
+            logger.warning(
+                "callback %s failed on a %s event (%s), try %d of %d: retrying it alone",
+                unit.callback.name, unit.event.kind, type(exc).__name__, attempt + 1, self.max_retries + 1,
+            )  # fmt: skip
+            _, delay = compute_backoff(attempt, factor=self.min_backoff, max_backoff=self.max_backoff)
+            rid = str(uuid.uuid4())
+            retry = self._unit_message(unit, attempt + 1, rid=rid, traceback=tb, eta=int(time.time() * 1000) + delay)
+            ops += ("r", unit.key, unit.callback.name, unit.uid, rid, retry.encode(), self.delay_queue)
+            return True
+        note = None
+        if unit.lane:
+            note = f"ordered: the conversation {unit.lane.rsplit(':lane:', 1)[-1]} moved on without this event"
+        logger.error(
+            "callback %s failed on a %s event after %d tries (%s): dead-lettered",
+            unit.callback.name, unit.event.kind, attempt + 1, type(exc).__name__,
+        )  # fmt: skip
+        rid = str(uuid.uuid4())
+        dead = self._unit_message(unit, attempt, rid=rid, traceback=tb, error=f"{type(exc).__name__}: {exc}", note=note)
+        ops += ("x", unit.key, unit.callback.name, unit.uid, rid, dead.encode())
+        if unit.lane:
+            ops += ("p", unit.lane, unit.uid)
+        return False
+
+    def _unit_message(self, unit: Unit, attempt: int, *, rid: str, eta: int | None = None, **extra: Any) -> Any:
+        import dramatiq
+
+        options: dict[str, Any] = {"redis_message_id": rid, "wa_attempt": attempt}
+        options.update((k, v) for k, v in extra.items() if v is not None)
+        queue_name = self.queue_name
+        if eta is not None:
+            options["eta"] = eta
+            queue_name += ".DQ"
+        return dramatiq.Message(
+            queue_name=queue_name,
+            actor_name=self.unit_actor,
+            args=(
+                unit.callback.name, unit.event.kind, _encode(unit.event.data), _encode(unit.event.ctx),
+                unit.key, unit.callback.name, unit.lane,
+            ),  # fmt: skip
+            kwargs={},
+            options=options,
+            message_id=unit.uid,
+            message_timestamp=int(time.time() * 1000),
+        )
+
+
+def _dispatch_args(message: dramatiq.Message[Any]) -> tuple[bytes, int, str | None]:
+    args = message.args
+    body = args[0]
+    if isinstance(body, str):  # sent through dramatiq's JSON encoder
+        body = body.encode()
+    return body, int(args[1]), args[2] if len(args) > 2 else message.kwargs.get("delivery_id")
+
+
+def _unit_args(message: dramatiq.Message[Any]) -> tuple[str, str, bytes, bytes, str, str, str]:
+    name, kind, data, ctx, key, field, lane = message.args
+    return name, kind, data, ctx, key, field, lane
