@@ -96,6 +96,27 @@ def stock_messages(events: int) -> list[tuple[str, bytes]]:
     return out
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU time of a process and all its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == pid]
+    return total
+
+
 def drained(client: redis.Redis, namespace: str) -> bool:
     full = f"{namespace}:{QUEUE}"
     return int(client.hlen(f"{full}.msgs")) == 0 and int(client.hlen(f"{full}.DQ.msgs")) == 0
@@ -121,12 +142,14 @@ def run_case(name: str, url: str, events: int, conversations: int, threads: int)
         while int(client.llen(full)) == events and proc.poll() is None:
             time.sleep(0.002)
         started = time.perf_counter()
+        cpu_start = tree_cpu_seconds(proc.pid)
         deadline = started + 600
         while not drained(client, namespace):
             if proc.poll() is not None or time.perf_counter() > deadline:
                 raise RuntimeError(f"{name}: worker exited or timed out")
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
+        cpu = tree_cpu_seconds(proc.pid) - cpu_start
     finally:
         proc.terminate()
         proc.wait(30)
@@ -134,7 +157,15 @@ def run_case(name: str, url: str, events: int, conversations: int, threads: int)
         if keys:
             client.delete(*keys)
         client.close()
-    return {"case": name, "events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
+    return {
+        "case": name,
+        "events": events,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events / elapsed),
+        "cpu_seconds": round(cpu, 3),
+        # Wall-clock figures depend on what else runs on the machine; per CPU second they do much less.
+        "events_per_cpu_s": round(events / cpu) if cpu else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeat):
         for case in args.cases.split(","):
             result = run_case(case, url, args.events, args.conversations, args.threads)
-            print(f"{result['case']:>14}: {result['events_per_s']:>6} events/s ({result['seconds']} s)", flush=True)
+            print(
+                f"{result['case']:>14}: {result['events_per_s']:>6} events/s wall, "
+                f"{result['events_per_cpu_s']:>6} events per CPU-second ({result['seconds']} s)",
+                flush=True,
+            )
             results.append(result)
     out = HERE / "results" / f"ordering-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
