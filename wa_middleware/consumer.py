@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["WebhookBroker"]
 
+#: The longest a consumer sleeps between two polls of an empty queue, in milliseconds.
+IDLE_MS = 100
+
 
 class WebhookBroker(RedisBroker):  # type: ignore[misc]
     """dramatiq's Redis broker, with a planning consumer on the webhook's queue."""
@@ -96,7 +99,9 @@ class _PlanningConsumer(_RedisConsumer):  # type: ignore[misc]
                     if self.outstanding_message_count < self.prefetch:
                         self.message_cache = messages = self._fetch(self.prefetch - self.outstanding_message_count)
                     if not messages:
-                        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                        # A short idle backoff: lane heads are enqueued one at a time as their
+                        # predecessors finish, and must not wait out dramatiq's 1 s idle sleep.
+                        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=min(self.timeout, IDLE_MS))
                         time.sleep(backoff_ms / 1000)
                         return None
         except redis.ConnectionError as e:
