@@ -3,7 +3,7 @@
 Every callback appends ``start`` and ``end`` lines (JSON, O_APPEND: lines of several processes
 never interleave) to ``$WA_EVENTS``. ``WA_SLEEP_MS`` makes callbacks sleep a random 0..N ms,
 ``WA_FAIL_TWICE`` (comma-separated message ids or texts) makes ``on_text`` fail on the first two
-tries of those, ``WA_FAIL_ALWAYS`` makes ``on_text`` always fail on them, ``WA_SLOW`` makes
+tries of those, ``WA_FAIL_ALWAYS`` makes ``on_text`` fail on those while the file ``$WA_EVENTS.broken`` exists, ``WA_SLOW`` makes
 ``on_text`` sleep 3 s on those (to be killed in the middle).
 """
 
@@ -70,7 +70,7 @@ def on_text(message: Message, ctx: EventContext) -> None:
     if (body in _FAIL_TWICE or message.id in _FAIL_TWICE) and tries <= 2:
         log(cb="on_text", phase="fail", id=message.id, body=body, conv=conversation, attempt=tries)
         raise RuntimeError(f"failing on purpose, try {tries}")
-    if body in _FAIL_ALWAYS or message.id in _FAIL_ALWAYS:
+    if (body in _FAIL_ALWAYS or message.id in _FAIL_ALWAYS) and os.path.exists(os.environ["WA_EVENTS"] + ".broken"):
         log(cb="on_text", phase="fail", id=message.id, body=body, conv=conversation, attempt=tries)
         raise RuntimeError("always failing on purpose")
     log(cb="on_text", phase="end", id=message.id, body=body, conv=conversation, attempt=tries)
