@@ -89,8 +89,15 @@ def stock_messages(events: int) -> list[tuple[str, bytes]]:
     for _ in range(events):
         mid = str(uuid.uuid4())
         data = json.dumps(
-            {"queue_name": QUEUE, "actor_name": "noop", "args": [], "kwargs": {}, "options": {"redis_message_id": mid},
-             "message_id": mid, "message_timestamp": now}  # fmt: skip
+            {
+                "queue_name": QUEUE,
+                "actor_name": "noop",
+                "args": [],
+                "kwargs": {},
+                "options": {"redis_message_id": mid},
+                "message_id": mid,
+                "message_timestamp": now,
+            }
         ).encode()
         out.append((mid, data))
     return out
@@ -125,7 +132,12 @@ def drained(client: redis.Redis, namespace: str) -> bool:
 def run_case(name: str, url: str, events: int, conversations: int, threads: int) -> dict[str, Any]:
     namespace = f"wa-bench-{uuid.uuid4().hex[:10]}"
     client = redis.Redis.from_url(url)
-    env = dict(os.environ, WA_BROKER_URL=url, WA_NAMESPACE=namespace, PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("WA_BENCH_CODE"), str(ROOT)])))
+    env = dict(
+        os.environ,
+        WA_BROKER_URL=url,
+        WA_NAMESPACE=namespace,
+        PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("WA_BENCH_CODE"), str(ROOT)])),
+    )
     if name == "stock-noop":
         preload(client, namespace, stock_messages(events))
         args = [sys.executable, "-m", "dramatiq", "benchmarks.stock_app", "-p", "1", "-t", str(threads), "-Q", QUEUE]
@@ -135,7 +147,9 @@ def run_case(name: str, url: str, events: int, conversations: int, threads: int)
         args = [sys.executable, "-m", "wa_middleware.cli", "worker", "benchmarks.ordering_app:wa",
                 "--processes", "1", "--threads", str(threads)]  # fmt: skip
     started = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, cwd=os.environ.get("WA_BENCH_CODE") or ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, env=env, cwd=os.environ.get("WA_BENCH_CODE") or ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         # Start the clock when the first message is taken, so process start-up is not counted.
         full = f"{namespace}:{QUEUE}"

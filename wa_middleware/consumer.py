@@ -29,11 +29,11 @@ __all__ = ["WebhookBroker"]
 IDLE_MS = 100
 
 
-class WebhookBroker(RedisBroker):  # type: ignore[misc]
+class WebhookBroker(RedisBroker):
     """dramatiq's Redis broker, with a planning consumer on the webhook's queue."""
 
     def __init__(self, *, dispatcher: Dispatcher, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.dispatcher = dispatcher
         self.peek = self.client.register_script(PEEK)
 
@@ -42,7 +42,7 @@ class WebhookBroker(RedisBroker):  # type: ignore[misc]
         return _PlanningConsumer
 
 
-class _PlanningConsumer(_RedisConsumer):  # type: ignore[misc]
+class _PlanningConsumer(_RedisConsumer):
     def ack(self, message: Any) -> None:
         acked = self.broker.dispatcher.acked
         rid = message.options.get("redis_message_id")
@@ -50,11 +50,11 @@ class _PlanningConsumer(_RedisConsumer):  # type: ignore[misc]
             acked.discard(rid)
             self.queued_message_ids.discard(message.message_id)
             return
-        super().ack(message)
+        super().ack(message)  # type: ignore[no-untyped-call]
 
     def nack(self, message: Any) -> None:
         self.broker.dispatcher.acked.discard(message.options.get("redis_message_id"))
-        super().nack(message)
+        super().nack(message)  # type: ignore[no-untyped-call]
 
     def _fetch(self, count: int) -> list[Any]:
         broker: WebhookBroker = self.broker
@@ -67,12 +67,12 @@ class _PlanningConsumer(_RedisConsumer):  # type: ignore[misc]
             if not peeked:
                 return []
             ids, datas = peeked
-            messages = []
-            for rid, data in zip(ids, datas):
+            messages: list[dramatiq.Message[Any]] = []
+            for rid, data in zip(ids, datas, strict=True):
                 try:
                     fields = decode(data)
                     fields["args"] = tuple(fields["args"])
-                    message = dramatiq.Message(**fields)
+                    message: dramatiq.Message[Any] = dramatiq.Message(**fields)
                 except Exception:
                     # No body (dramatiq#266) or not a message: taken off the queue like any other; the
                     # worker finds no actor for it and moves it to the dead letters.
@@ -105,4 +105,4 @@ class _PlanningConsumer(_RedisConsumer):  # type: ignore[misc]
                         time.sleep(backoff_ms / 1000)
                         return None
         except redis.ConnectionError as e:
-            raise ConnectionClosed(e) from None
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]

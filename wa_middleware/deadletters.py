@@ -109,10 +109,12 @@ class DeadLetters:
 
     def list(self, limit: int | None = None) -> list[DeadLetter]:
         """Dead letters, oldest first."""
-        entries = self.client.zrange(self.xq, 0, -1 if limit is None else limit - 1, withscores=True)
+        entries: list[tuple[bytes, float]] = self.client.zrange(  # type: ignore[assignment]
+            self.xq, 0, -1 if limit is None else limit - 1, withscores=True
+        )
         if not entries:
             return []
-        datas = self.client.hmget(f"{self.xq}.msgs", [mid for mid, _ in entries])
+        datas: list[bytes | None] = self.client.hmget(f"{self.xq}.msgs", [mid for mid, _ in entries])  # type: ignore[assignment]
         out = []
         for (mid, score), data in zip(entries, datas, strict=True):
             if data is not None:
@@ -120,10 +122,10 @@ class DeadLetters:
         return out
 
     def get(self, letter_id: str) -> DeadLetter | None:
-        data = self.client.hget(f"{self.xq}.msgs", letter_id)
+        data: bytes | None = self.client.hget(f"{self.xq}.msgs", letter_id)  # type: ignore[assignment]
         if data is None:
             return None
-        score = self.client.zscore(self.xq, letter_id)
+        score: float | None = self.client.zscore(self.xq, letter_id)
         return DeadLetter(letter_id, int(score or 0), _decode(data))
 
     def replay(self, ids: Iterable[str] | None = None) -> int:
@@ -190,11 +192,12 @@ def run_command(args: Any) -> int:
                 return 2
             status = 0
             for letter_id in args.ids:
-                letter = letters.get(letter_id)
-                if letter is None:
+                found_letter = letters.get(letter_id)
+                if found_letter is None:
                     print(f"{letter_id}: no such dead letter")
                     status = 1
                     continue
+                letter = found_letter
                 options = letter.message.get("options") or {}
                 print(letter.summary())
                 print(f"actor: {letter.message.get('actor_name')}  message id: {letter.message.get('message_id')}")

@@ -130,7 +130,9 @@ class Dispatcher:
         rid = message.options.get("redis_message_id", message.message_id)
         if message.actor_name == self.dispatch_actor:
             body, received_at, delivery_id = _dispatch_args(message)
-            units = self.units(decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id)
+            units = self.units(
+                decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id
+            )
             out += (rid, message.message_id, len(units))
             for unit in units:
                 data = self._unit_message(unit, 0, rid=unit.uid).encode() if unit.lane else b""
@@ -151,7 +153,7 @@ class Dispatcher:
         ]  # fmt: skip
         units = [self.plan_args(message, args) for message in messages]
         result = [r.decode() if isinstance(r, bytes) else r for r in self._plan(args=args)]
-        for message, plan, message_units in zip(messages, result, units):
+        for message, plan, message_units in zip(messages, result, units, strict=False):  # fewer taken than peeked
             self.plans[message.options.get("redis_message_id", message.message_id)] = (plan, message_units)
         return result
 
@@ -169,10 +171,12 @@ class Dispatcher:
         plan, units = self._take_plan(message)
         if units is None:
             body, received_at, delivery_id = _dispatch_args(message)
-            units = self.units(decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id)
+            units = self.units(
+                decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id
+            )
         ops: list[Any] = []
         blocked: set[str] = set()
-        for unit, step in zip(units, plan):
+        for unit, step in zip(units, plan, strict=True):
             if step != "r":
                 continue
             if unit.lane in blocked:  # an earlier unit of this conversation failed: wait behind its retries
@@ -265,9 +269,14 @@ class Dispatcher:
             queue_name=queue_name,
             actor_name=self.unit_actor,
             args=(
-                unit.callback.name, unit.event.kind, _encode(unit.event.data), _encode(unit.event.ctx),
-                unit.key, unit.callback.name, unit.lane,
-            ),  # fmt: skip
+                unit.callback.name,
+                unit.event.kind,
+                _encode(unit.event.data),
+                _encode(unit.event.ctx),
+                unit.key,
+                unit.callback.name,
+                unit.lane,
+            ),
             kwargs={},
             options=options,
             message_id=unit.uid,

@@ -25,7 +25,7 @@ __all__ = ["Recovery"]
 logger = logging.getLogger("wa_middleware.worker")
 
 
-class Recovery(Middleware):  # type: ignore[misc]
+class Recovery(Middleware):
     """Heartbeat and maintenance thread of a worker process.
 
     :param queue_name: the queue (its delay queue is maintained too).
@@ -65,8 +65,14 @@ class Recovery(Middleware):  # type: ignore[misc]
             script(
                 args=[
                     # An unknown command: the script only heartbeats and, with the flag, maintains.
-                    "wa-maintenance", int(time.time() * 1000), queue_name, broker.broker_id,
-                    broker.heartbeat_timeout, broker.dead_message_ttl, 1, broker._max_unpack_size(),
-                ],  # fmt: skip
+                    "wa-maintenance",
+                    int(time.time() * 1000),
+                    queue_name,
+                    broker.broker_id,
+                    broker.heartbeat_timeout,
+                    broker.dead_message_ttl,
+                    1,
+                    broker._max_unpack_size(),
+                ],
                 keys=[broker.namespace],
             )

@@ -30,7 +30,6 @@ logger = logging.getLogger("wa_middleware")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-
 class Webhook:
     """A WhatsApp webhook endpoint: what to accept, where to store it, which callbacks to run.
 
@@ -270,14 +269,14 @@ class Webhook:
         broker.add_middleware(CurrentMessage())
         broker.add_middleware(Recovery(self.queue_name))
         self.dispatcher.bind(broker)
-        self._actors["dispatch"] = dramatiq.actor(
+        self._actors["dispatch"] = dramatiq.actor(  # type: ignore[call-overload]
             self._dispatch,
             broker=broker,
             actor_name=self.dispatch_actor_name,
             queue_name=self.queue_name,
             max_retries=self.max_retries,
         )
-        self._actors["callback"] = dramatiq.actor(
+        self._actors["callback"] = dramatiq.actor(  # type: ignore[call-overload]
             self._run_unit,
             broker=broker,
             actor_name=self.callback_actor_name,
@@ -299,7 +298,8 @@ class Webhook:
                 try:
                     callback(event)
                 except Exception as exc:
-                    logger.warning("callback %s failed on a %s event (%s)", callback.name, event.kind, type(exc).__name__)
+                    name, kind = callback.name, event.kind
+                    logger.warning("callback %s failed on a %s event (%s)", name, kind, type(exc).__name__)
                     error = error or exc
         if error is not None:
             raise error

@@ -1,5 +1,4 @@
 from starlette.applications import Starlette
-
 from wa_middleware.adapters.asgi import WebhookMiddleware
 from worker_hooks import wa
 

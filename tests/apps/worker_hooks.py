@@ -3,8 +3,8 @@
 Every callback appends ``start`` and ``end`` lines (JSON, O_APPEND: lines of several processes
 never interleave) to ``$WA_EVENTS``. ``WA_SLEEP_MS`` makes callbacks sleep a random 0..N ms,
 ``WA_FAIL_TWICE`` (comma-separated message ids or texts) makes ``on_text`` fail on the first two
-tries of those, ``WA_FAIL_ALWAYS`` makes ``on_text`` fail on those while the file ``$WA_EVENTS.broken`` exists, ``WA_SLOW`` makes
-``on_text`` sleep 3 s on those (to be killed in the middle).
+tries of those, ``WA_FAIL_ALWAYS`` makes ``on_text`` fail on those while the file
+``$WA_EVENTS.broken`` exists, ``WA_SLOW`` makes ``on_text`` sleep 3 s on those (to be killed in the middle).
 """
 
 from __future__ import annotations

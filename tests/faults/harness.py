@@ -30,8 +30,13 @@ def text_delivery(user: str, body: str, message_id: str) -> bytes:
                                 "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_ID},
                                 "contacts": [{"profile": {"name": "Test"}, "wa_id": user}],
                                 "messages": [
-                                    {"from": user, "id": message_id, "timestamp": "1700000000", "type": "text",
-                                     "text": {"body": body}}  # fmt: skip
+                                    {
+                                        "from": user,
+                                        "id": message_id,
+                                        "timestamp": "1700000000",
+                                        "type": "text",
+                                        "text": {"body": body},
+                                    }
                                 ],
                             },
                         }

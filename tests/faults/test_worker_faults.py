@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import APPS, wait_until
-from tests.faults.harness import AUTH, post, read_log, text_delivery
+from tests.faults.harness import post, read_log, text_delivery
 
 USER = "4915100000001"
 
