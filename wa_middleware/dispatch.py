@@ -35,6 +35,9 @@ logger = logging.getLogger("wa_middleware.worker")
 _EVENT_TYPES: dict[str, type[Any]] = {"message": Message, "status": Status, "error": Error, "change": Change}
 _encode = msgspec.msgpack.Encoder().encode
 
+#: The statuses that follow one another; others (failed, deleted...) are never skipped as stale.
+STATUS_RANKS = {"sent": 1, "delivered": 2, "read": 3, "played": 4}
+
 
 @dataclass(slots=True)
 class Unit:
@@ -55,6 +58,8 @@ class Dispatcher:
     :param queue_name: the dramatiq queue.
     :param ordered: whether callbacks registered without ``ordered=`` are ordered.
     :param dedupe_ttl: seconds an event's idempotency record is kept.
+    :param skip_stale_statuses: skip a status update that ranks below one already taken for the same
+        message (``delivered`` after ``read``), counted as ``stale_statuses`` in the stats hash.
     """
 
     def __init__(
@@ -71,8 +76,10 @@ class Dispatcher:
         max_retries: int,
         min_backoff: int,
         max_backoff: int,
+        skip_stale_statuses: bool = False,
     ) -> None:
         self.registry = registry
+        self.skip_stale_statuses = skip_stale_statuses
         self.prefix = prefix
         self.queue_name = queue_name
         self.queue = f"{namespace}:{queue_name}"
@@ -136,7 +143,7 @@ class Dispatcher:
             out += (rid, message.message_id, len(units))
             for unit in units:
                 data = self._unit_message(unit, 0, rid=unit.uid).encode() if unit.lane else b""
-                out += (unit.key, unit.callback.name, unit.lane, unit.uid, data)
+                out += (unit.key, unit.callback.name, unit.lane, unit.uid, data, self._stale_arg(unit))
             return units
         if message.actor_name == self.unit_actor:
             _, _, _, _, key, name, lane = _unit_args(message)
@@ -144,6 +151,13 @@ class Dispatcher:
             return None
         out += (rid, message.message_id, -1, "", "", "")  # not ours: just taken off the queue
         return None
+
+    def _stale_arg(self, unit: Unit) -> str:
+        data = unit.event.data
+        if not self.skip_stale_statuses or not isinstance(data, Status) or not data.id:
+            return ""
+        rank = STATUS_RANKS.get(data.status or "")
+        return "" if rank is None else f"{self.prefix}:st:{data.id}|{rank}"
 
     def plan(self, messages: list[dramatiq.Message[Any]], *, pop: bool) -> list[str]:
         """Claim the units of ``messages``; with ``pop``, also take them off the queue head."""

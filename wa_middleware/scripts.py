@@ -11,6 +11,8 @@ State they keep, under ``<namespace>:<webhook name>:``:
   redelivery, before anything behind it.
 * ``units`` -- hash ``unit id -> encoded dramatiq message`` of ordered units waiting in a lane; the
   message is enqueued when its unit reaches the head.
+* ``st:<message id>`` -- the highest status rank (sent 1, delivered 2, read 3, played 4) claimed
+  for a message, when stale statuses are skipped.
 * ``stats`` -- hash of counters (``duplicates``, ``dead_lettered``, ``stale_statuses``).
 
 dramatiq's own keys are used exactly as its broker uses them (``<namespace>:<queue>``, ``.msgs``,
@@ -33,7 +35,8 @@ return {ids, redis.call("hmget", ARGV[1] .. ".msgs", unpack(ids))}
 #:
 #: ARGV: queue, acks, heartbeats, broker id, now, ttl ms, stats, pop ("1": take from the queue head,
 #: "0": plan only), then per message: redis id, dramatiq id, n, and
-#:   n >= 0 (a delivery): n units of 5 args: idem key, callback, lane ("" if unordered), unit id, message
+#:   n >= 0 (a delivery): n units of 6 args: idem key, callback, lane ("" if unordered), unit id, message,
+#:     stale ("" or "<status progress key>|<rank>": skip a status ranked below one already seen)
 #:   n == -1 (a unit's own message): idem key, callback, lane
 #: Returns one string per message taken: per unit "r" (run now, by this message), "q" (waits in its
 #: lane), "s" (skip: done, dead, or claimed by another message).
@@ -67,9 +70,23 @@ while i <= #ARGV do
     local heads = {}
     for u = 1, n do
       local key, field, lane, uid, data = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-      i = i + 5
+      local stale = ARGV[i + 5]
+      i = i + 6
       local v = redis.call("hget", key, field)
       local r = "s"
+      if not v and stale ~= "" then
+        local sep = string.find(stale, "|", 1, true)
+        local skey, rank = string.sub(stale, 1, sep - 1), tonumber(string.sub(stale, sep + 1))
+        local seen = tonumber(redis.call("get", skey) or "0")
+        if seen > rank then
+          redis.call("hset", key, field, "d")
+          redis.call("pexpire", key, ttl)
+          redis.call("hincrby", stats, "stale_statuses", 1)
+          v = "d"
+        elseif rank > seen then
+          redis.call("set", skey, rank, "px", ttl)
+        end
+      end
       if not v then
         if lane == "" then
           redis.call("hset", key, field, "c|" .. mid)

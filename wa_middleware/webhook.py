@@ -52,6 +52,8 @@ class Webhook:
         conversation one at a time, in the order the deliveries were stored (see `dedupe.conversation_key`).
     :param dedupe_ttl: seconds an event is remembered to run its callbacks once (default 7 days,
         the sender's redelivery window).
+    :param skip_stale_statuses: skip a status update older than one already handled for the same
+        message (``delivered`` after ``read``); skipped ones are counted (``stats()["stale_statuses"]``).
     :param recovery_timeout: seconds without a heartbeat after which a worker counts as dead and its
         unfinished messages run again elsewhere (within about 7/6 of this).
     """
@@ -75,6 +77,7 @@ class Webhook:
         ordered: bool = False,
         dedupe_ttl: float = 7 * 86400,
         recovery_timeout: float = 30.0,
+        skip_stale_statuses: bool = False,
     ) -> None:
         if auth is None:
             raise ConfigurationError(
@@ -133,6 +136,7 @@ class Webhook:
             max_retries=max_retries,
             min_backoff=min_backoff,
             max_backoff=max_backoff,
+            skip_stale_statuses=skip_stale_statuses,
         )
         self._lock = threading.RLock()
         self._async_enqueuers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEnqueuer] = (
@@ -304,6 +308,11 @@ class Webhook:
         if error is not None:
             raise error
         return events
+
+    def stats(self) -> dict[str, int]:
+        """Worker counters kept in Redis: ``duplicates`` skipped, ``dead_lettered``, ``stale_statuses`` skipped."""
+        raw: dict[bytes, bytes] = self.broker.client.hgetall(self.dispatcher.stats_key)  # type: ignore[assignment]
+        return {k.decode(): int(v) for k, v in raw.items()}
 
     @staticmethod
     def _current_message() -> dramatiq.Message[Any]:

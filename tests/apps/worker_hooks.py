@@ -25,6 +25,7 @@ wa = Webhook(
     max_retries=int(os.environ.get("WA_MAX_RETRIES", "3")),
     ordered=os.environ.get("WA_ORDERED", "0") == "1",
     recovery_timeout=float(os.environ.get("WA_RECOVERY_TIMEOUT", "30")),
+    skip_stale_statuses=os.environ.get("WA_SKIP_STALE", "0") == "1",
 )
 
 _SLEEP_MS = float(os.environ.get("WA_SLEEP_MS", "0"))

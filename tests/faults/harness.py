@@ -47,6 +47,17 @@ def text_delivery(user: str, body: str, message_id: str) -> bytes:
     ).encode()
 
 
+def status_delivery(user: str, message_id: str, status: str) -> bytes:
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_ID},
+        "statuses": [{"id": message_id, "status": status, "timestamp": "1700000000", "recipient_id": user}],
+    }
+    envelope = {"object": "whatsapp_business_account", "entry": [{"id": "200000000000001", "changes": []}]}
+    envelope["entry"][0]["changes"] = [{"field": "messages", "value": value}]  # type: ignore[index]
+    return json.dumps(envelope).encode()
+
+
 def post(client: httpx.Client, url: str, body: bytes) -> int:
     for _ in range(5):  # a 503 is the sender's cue to redeliver: do as the sender does
         status = client.post(url + "/webhook", content=body, auth=AUTH).status_code

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import APPS, wait_until
 from tests.faults.harness import post, read_log, text_delivery
@@ -188,3 +189,25 @@ def test_failing_callbacks_retry_alone_and_dead_letter(spawn, env: dict[str, str
                  flaky_tries=starts(lines, "on_text", "wamid.FLAKY"))  # fmt: skip
     assert (row["answered_200"], row["processed"], row["duplicates"], row["lost"]) == (3, 2, 0, 0)
     assert "purged 0 dead letter(s)" in dead_letters(env, "purge", "--all")
+
+
+def test_stale_status_skipped(spawn, env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Optional: a ``delivered`` stored after ``read`` of the same message is skipped, and counted."""
+    from tests.faults.harness import status_delivery
+
+    env = dict(env, WA_SKIP_STALE="1")
+    server = spawn.uvicorn("worker_app:app", **env)
+    log = Path(env["WA_EVENTS"])
+    with httpx.Client(timeout=30) as client:
+        for status in ("sent", "read", "delivered"):
+            assert post(client, server.url, status_delivery(USER, "wamid.OUT.STALE", status)) == 200
+    spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)
+    wait_until(lambda: [x for x in read_log(log) if x.get("status") == "read"], timeout=60)
+    time.sleep(1.5)
+    seen = [x["status"] for x in read_log(log) if x["cb"] == "on_status"]
+    assert sorted(seen) == ["read", "sent"]
+    client = redis.Redis.from_url(env["WA_BROKER_URL"])
+    try:
+        assert int(client.hget(f"{env['WA_NAMESPACE']}:wa:stats", "stale_statuses") or 0) == 1
+    finally:
+        client.close()
