@@ -10,6 +10,7 @@ own (retried with exponential backoff, then dead-lettered), moves lanes on and a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 import uuid
@@ -182,6 +183,7 @@ class Dispatcher:
     # -- running ---------------------------------------------------------------------------
 
     def run_delivery(self, message: dramatiq.Message[Any]) -> None:
+        _chain.budget = CHAIN_BUDGET
         plan, units = self._take_plan(message)
         if units is None:
             body, received_at, delivery_id = _dispatch_args(message)
@@ -208,10 +210,14 @@ class Dispatcher:
         self.finish(message, ops)
 
     def run_unit(self, message: dramatiq.Message[Any]) -> None:
+        _chain.budget = CHAIN_BUDGET
         plan, _ = self._take_plan(message)
         if plan != "r":
             logger.info("unit %s skipped: already run, dead-lettered or out of turn", message.message_id)
             return
+        self._run_unit(message)
+
+    def _run_unit(self, message: dramatiq.Message[Any], chained: bool = False) -> None:
         name, kind, data, ctx, key, _, lane = _unit_args(message)
         callback = self.registry.by_name.get(name)
         if callback is None:
@@ -232,14 +238,45 @@ class Dispatcher:
             ops += ("d", key, name)
             if lane:
                 ops += ("p", lane, unit.uid)
-        self.finish(message, ops)
+        self.finish(message, ops, chained=chained)
 
-    def finish(self, message: dramatiq.Message[Any] | None, ops: list[Any]) -> None:
+    def finish(self, message: dramatiq.Message[Any] | None, ops: list[Any], *, chained: bool = False) -> None:
+        """Run the FINISH script for ``message``; then run the lane heads it handed to this thread."""
         rid = "" if message is None else message.options.get("redis_message_id", message.message_id)
-        args: list[Any] = [self.queue, self.acks_key(), rid, int(time.time() * 1000), self.ttl_ms, self.stats_key]
-        self._finish(args=args + ops)
-        if rid:
-            self.acked.add(rid)
+        budget = getattr(_chain, "budget", None)
+        take = "1" if budget is not None and budget > 0 else "0"
+        args: list[Any] = [self.queue, self.acks_key(), rid, int(time.time() * 1000), self.ttl_ms, self.stats_key, take]
+        taken = self._finish(args=args + ops)
+        if rid and not chained:
+            self.acked.add(rid)  # the consumer that fetched it must not ack it again
+        if taken:
+            self._run_chain(taken)
+
+    def _run_chain(self, taken: list[bytes]) -> None:
+        """Run lane heads handed over by FINISH, in this thread, each finishing (and maybe handing over) in turn."""
+        import dramatiq
+
+        if getattr(_chain, "active", False):  # called from inside a chain: the outer loop runs them
+            _chain.pending.extend(taken)
+            return
+        _chain.active = True
+        _chain.pending = list(taken)
+        try:
+            while _chain.pending:
+                head, data = _chain.pending[0], _chain.pending[1]
+                del _chain.pending[:2]
+                _chain.budget -= 1
+                try:
+                    self._run_unit(dramatiq.Message.decode(data), chained=True)
+                except Exception:
+                    # Not run to its finish (Redis trouble?): give it and the rest back to the queue,
+                    # as dramatiq does with prefetched messages, rather than leave them in our acks.
+                    heads = [head, *_chain.pending[::2]]
+                    _chain.pending = []
+                    logger.exception("wa-middleware: a chained lane head failed; requeueing %d", len(heads))
+                    self.broker.do_requeue(self.queue_name, *heads)
+        finally:
+            _chain.active = False
 
     def _failed(self, unit: Unit, attempt: int, exc: Exception, ops: list[Any]) -> bool:
         """Hand a failed unit over to its next try, or to the dead letters; True if it will be retried."""
@@ -296,6 +333,14 @@ class Dispatcher:
             message_id=unit.uid,
             message_timestamp=int(time.time() * 1000),
         )
+
+
+#: Per worker thread: how many lane heads it may still take over directly in the current message.
+_chain = threading.local()
+
+#: Lane heads one message may run back to back before the rest go through the queue again, so a
+#: thread is not kept by one busy conversation for ever.
+CHAIN_BUDGET = 32
 
 
 def _dispatch_args(message: dramatiq.Message[Any]) -> tuple[bytes, int, str | None]:

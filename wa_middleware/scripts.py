@@ -120,17 +120,22 @@ return out
 
 #: Record what happened to the units of one message, hand failures over, promote lane heads, and ack.
 #:
-#: ARGV: queue, acks, redis id to ack ("" for none), now, ttl ms, stats, then ops:
+#: ARGV: queue, acks, redis id to ack ("" for none), now, ttl ms, stats, take, then ops:
 #:   "d" key field                   done
 #:   "r" key field owner rid data q  retry: owner takes over, its message goes on queue q
 #:   "x" key field owner rid data    dead letter
 #:   "w" key field uid data          an inline unit that now waits in its lane behind a failed one
 #:   "p" lane uid                    pop uid off the lane head, enqueue the next head's message if stored
+#: With take "1", a next head is not pushed on the queue but taken by this worker (put in its acks,
+#: as if fetched) and returned, {id, message, ...}: the worker runs it at once, saving a hop through
+#: the queue; if the worker dies, dramatiq's recovery requeues it like anything else it had taken.
 FINISH = """
 local queue, acks, rid, now, ttl, stats = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local take = ARGV[7] == "1"
 local units = string.sub(stats, 1, -6) .. "units"
 local xq = queue .. ".XQ"
-local i = 7
+local taken = {}
+local i = 8
 while i <= #ARGV do
   local op = ARGV[i]
   if op == "d" then
@@ -166,7 +171,13 @@ while i <= #ARGV do
         if data then
           redis.call("hdel", units, head)
           redis.call("hset", queue .. ".msgs", head, data)
-          redis.call("rpush", queue, head)
+          if take then
+            redis.call("sadd", acks, head)
+            taken[#taken + 1] = head
+            taken[#taken + 1] = data
+          else
+            redis.call("rpush", queue, head)
+          end
         end
       end
     end
@@ -177,5 +188,5 @@ end
 if rid ~= "" and redis.call("srem", acks, rid) > 0 then
   redis.call("hdel", queue .. ".msgs", rid)
 end
-return 1
+return taken
 """
