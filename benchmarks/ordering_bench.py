@@ -4,7 +4,11 @@ Run ``python -m benchmarks.ordering_bench [--events N] [--threads T]``. It needs
 default ``redis://127.0.0.1:6379/0``) and uses a key namespace of its own, deleted afterwards. Each case
 pre-loads the queue with N single-event deliveries (C conversations, messages interleaved across them),
 starts ONE worker process and measures how long it takes to drain the queue: events per second per
-worker process. Results go to ``benchmarks/results/ordering-<timestamp>.json``.
+worker process, in wall-clock time and per CPU-second of the worker process (the machine may be busy).
+``--conversations 20,1`` runs each wa case once per conversation count: 20 conversations interleaved,
+and all in one conversation (the worst case for ordering). ``WA_BENCH_CODE=/path/to/other/checkout``
+runs the worker from another version of the package, to compare before and after a change.
+Results go to ``benchmarks/results/ordering-<timestamp>.json``.
 """
 
 from __future__ import annotations
@@ -185,25 +189,30 @@ def run_case(name: str, url: str, events: int, conversations: int, threads: int)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000)
-    parser.add_argument("--conversations", type=int, default=20)
+    parser.add_argument("--conversations", default="20,1", help="comma-separated: one run per count")
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--cases", default="stock-noop,wa-unordered,wa-ordered")
     args = parser.parse_args(argv)
     url = os.environ.get("WA_BENCH_REDIS", "redis://127.0.0.1:6379/0")
     results = []
+    runs = []
+    for case in args.cases.split(","):
+        counts = [int(c) for c in args.conversations.split(",")] if case != "stock-noop" else [0]
+        runs += [(case, count) for count in counts]
     for _ in range(args.repeat):
-        for case in args.cases.split(","):
-            result = run_case(case, url, args.events, args.conversations, args.threads)
+        for case, conversations in runs:
+            result = run_case(case, url, args.events, max(conversations, 1), args.threads)
+            result["conversations"] = conversations or None
             print(
-                f"{result['case']:>14}: {result['events_per_s']:>6} events/s wall, "
+                f"{result['case']:>14} ({conversations or '-':>3} conv.): {result['events_per_s']:>6} events/s wall, "
                 f"{result['events_per_cpu_s']:>6} events per CPU-second ({result['seconds']} s)",
                 flush=True,
             )
             results.append(result)
     out = HERE / "results" / f"ordering-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
-    meta = {"threads": args.threads, "conversations": args.conversations, "cpus": os.cpu_count(), "python": sys.version}
+    meta = {"threads": args.threads, "cpus": os.cpu_count(), "python": sys.version, "load": os.getloadavg()}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     print(f"wrote {out}")
     return 0

@@ -221,7 +221,17 @@ class Dispatcher:
         name, kind, data, ctx, key, _, lane = _unit_args(message)
         callback = self.registry.by_name.get(name)
         if callback is None:
-            raise LookupError(f"no callback named {name!r} is registered in this worker")
+            # Removed or renamed since the unit was stored: retrying cannot help, and an ordered unit
+            # must not hold its conversation. Dead-letter it at once (a replay runs it once it exists again).
+            logger.error("no callback named %r is registered in this worker: dead-lettered", name)
+            rid = str(uuid.uuid4())
+            error = f"LookupError: no callback named {name!r} is registered in the worker"
+            dead = message.copy(options={"redis_message_id": rid, "wa_error": error})
+            ops: list[Any] = ["x", key, name, message.message_id, rid, dead.encode()]
+            if lane:
+                ops += ("p", lane, message.message_id)
+            self.finish(message, ops, chained=chained)
+            return
         event = Event(
             kind,  # type: ignore[arg-type]
             msgspec.msgpack.decode(data, type=_EVENT_TYPES[kind]),
@@ -229,7 +239,7 @@ class Dispatcher:
         )
         unit = Unit(message.message_id, event, callback, key, lane)
         attempt = int(message.options.get("wa_attempt", 0))
-        ops: list[Any] = []
+        ops = []
         try:
             callback(event)
         except Exception as exc:
