@@ -78,7 +78,16 @@ def test_conversations_in_order(case: str, spawn, redis_url: str, namespace: str
     if case == "sigkill":
         killer.join()
     time.sleep(1)  # anything that would run twice has had time to
-    outcome = analyze(read_log(log), expected, killed=frozenset(killed))
+    lines = read_log(log)
+    outcome = analyze(lines, expected, killed=frozenset(killed))
+    if killed:
+        finished = {(x["pid"], x["id"]) for x in lines if x["phase"] != "start"}
+        cut = [
+            x["id"]
+            for x in lines
+            if x["pid"] in killed and x["phase"] == "start" and (x["pid"], x["id"]) not in finished
+        ]
+        print("FAULT-ROW", {"row": "ordering, SIGKILL", "cut_short": cut})
     assert outcome.lost == 0
     assert outcome.duplicates == 0, outcome
     assert outcome.overlaps == []
