@@ -311,7 +311,9 @@ class Dispatcher:
             unit.callback.name, unit.event.kind, attempt + 1, type(exc).__name__,
         )  # fmt: skip
         rid = str(uuid.uuid4())
-        dead = self._unit_message(unit, attempt, rid=rid, traceback=tb, error=f"{type(exc).__name__}: {exc}", note=note)
+        dead = self._unit_message(
+            unit, attempt, rid=rid, traceback=tb, wa_error=f"{type(exc).__name__}: {exc}", wa_note=note
+        )
         ops += ("x", unit.key, unit.callback.name, unit.uid, rid, dead.encode())
         if unit.lane:
             ops += ("p", unit.lane, unit.uid)

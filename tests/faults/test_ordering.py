@@ -99,3 +99,48 @@ def test_conversations_in_order(case: str, spawn, redis_url: str, namespace: str
     any_ends = [line["id"] for line in read_log(log) if line["cb"] == "on_any"]
     assert sorted(any_ends) == sorted(mid for ids in expected.values() for mid in ids)
     assert workers
+
+
+def test_ordered_failure_holds_its_conversation_then_moves_on(
+    spawn, redis_url: str, namespace: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Head-of-line: an ordered callback that always fails holds the later events of its conversation
+    through its retries, then goes to the dead letters with a note and the conversation moves on;
+    another conversation is not held."""
+    import subprocess
+    import sys
+
+    from tests.conftest import APPS
+
+    log = tmp_path / "events.jsonl"
+    (tmp_path / "events.jsonl.broken").write_text("")
+    env = {
+        "WA_BROKER_URL": redis_url, "WA_NAMESPACE": namespace, "WA_EVENTS": str(log), "WA_ORDERED": "1",
+        "WA_MIN_BACKOFF": "300", "WA_MAX_BACKOFF": "600", "WA_MAX_RETRIES": "2", "WA_FAIL_ALWAYS": "0-2",
+    }  # fmt: skip
+    held = [text_delivery("4917000000000", f"0-{i}", f"wamid.hol.0.{i}") for i in range(5)]
+    free = [text_delivery("4917000000001", f"1-{i}", f"wamid.hol.1.{i}") for i in range(5)]
+    server = spawn.uvicorn("worker_app:app", **env)
+    spawn.worker("worker_hooks:wa", processes=2, threads=4, **env)
+    assert post_conversations(server.url, {"held": held, "free": free}) == 10
+    done = lambda: {x["id"] for x in read_log(log) if x["cb"] == "on_text" and x["phase"] == "end"}  # noqa: E731
+    wait_until(lambda: len(done()) >= 9, timeout=120, interval=0.2)
+    lines = [x for x in read_log(log) if x["cb"] == "on_text"]
+    conv0 = [(x["id"].rsplit(".", 1)[-1], x["phase"]) for x in lines if x["id"].startswith("wamid.hol.0.")]
+    # 0 and 1 ran, 2 failed three times (first try + 2 retries), only then 3 and 4, in order.
+    assert [p for p in conv0 if p[1] != "start"] == [
+        ("0", "end"), ("1", "end"), ("2", "fail"), ("2", "fail"), ("2", "fail"), ("3", "end"), ("4", "end"),
+    ]  # fmt: skip
+    # The other conversation was not held: it finished before the failing unit's last try.
+    last_fail = max(x["t"] for x in lines if x["phase"] == "fail")
+    assert max(x["t"] for x in lines if x["id"].startswith("wamid.hol.1.") and x["phase"] == "end") < last_fail
+    out = subprocess.run(
+        [sys.executable, "-m", "wa_middleware.cli", "dead-letters", "worker_hooks:wa", "list"],
+        env=dict(os.environ, **env, PYTHONPATH=str(APPS)), cwd=APPS, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    letter = out.stdout.split()[0]
+    shown = subprocess.run(
+        [sys.executable, "-m", "wa_middleware.cli", "dead-letters", "worker_hooks:wa", "show", letter],
+        env=dict(os.environ, **env, PYTHONPATH=str(APPS)), cwd=APPS, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert "m:wamid.hol.0.2" in shown and "moved on without this event" in shown
