@@ -145,10 +145,10 @@ class DeadLetters:
             key = field = owner = ""
             if letter.callback:
                 args = list(message["args"])
-                args[6] = ""  # its conversation moved on: the replay runs unordered
+                args[5] = ""  # its conversation moved on: the replay runs unordered
                 message["args"] = args
                 options["wa_attempt"] = 0
-                key, field, owner = str(args[4]), str(args[5]), str(message["message_id"])
+                key, field, owner = str(args[4]), str(args[0]), str(message["message_id"])
             message["options"] = options
             message["queue_name"] = self.webhook.queue_name
             message["message_timestamp"] = int(time.time() * 1000)

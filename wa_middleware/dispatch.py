@@ -147,7 +147,7 @@ class Dispatcher:
                 out += (unit.key, unit.callback.name, unit.lane, unit.uid, data, self._stale_arg(unit))
             return units
         if message.actor_name == self.unit_actor:
-            _, _, _, _, key, name, lane = _unit_args(message)
+            name, _, _, _, key, lane = _unit_args(message)
             out += (rid, message.message_id, -1, key, name, lane)
             return None
         out += (rid, message.message_id, -1, "", "", "")  # not ours: just taken off the queue
@@ -218,7 +218,7 @@ class Dispatcher:
         self._run_unit(message)
 
     def _run_unit(self, message: dramatiq.Message[Any], chained: bool = False) -> None:
-        name, kind, data, ctx, key, _, lane = _unit_args(message)
+        name, kind, data, ctx, key, lane = _unit_args(message)
         callback = self.registry.by_name.get(name)
         if callback is None:
             # Removed or renamed since the unit was stored: retrying cannot help, and an ordered unit
@@ -337,7 +337,6 @@ class Dispatcher:
                 _encode(unit.event.data),
                 _encode(unit.event.ctx),
                 unit.key,
-                unit.callback.name,
                 unit.lane,
             ),
             kwargs={},
@@ -363,6 +362,7 @@ def _dispatch_args(message: dramatiq.Message[Any]) -> tuple[bytes, int, str | No
     return body, int(args[1]), args[2] if len(args) > 2 else message.kwargs.get("delivery_id")
 
 
-def _unit_args(message: dramatiq.Message[Any]) -> tuple[str, str, bytes, bytes, str, str, str]:
-    name, kind, data, ctx, key, field, lane = message.args
-    return name, kind, data, ctx, key, field, lane
+def _unit_args(message: dramatiq.Message[Any]) -> tuple[str, str, bytes, bytes, str, str]:
+    """A unit message's args: callback name, event kind, event, context (MessagePack), idempotency key, lane."""
+    name, kind, data, ctx, key, lane = message.args
+    return name, kind, data, ctx, key, lane
