@@ -100,8 +100,14 @@ class Dispatcher:
         self._broker: RedisBroker | None = None
         self._plan: Any = None
         self._finish: Any = None
+        #: What counts as a callback failing: also dramatiq's time limit, so a callback that runs
+        #: too long is retried alone instead of failing (and re-running) its whole delivery.
+        self._failures: tuple[type[BaseException], ...] = (Exception,)
 
     def bind(self, broker: RedisBroker) -> None:
+        from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+        self._failures = (Exception, TimeLimitExceeded)
         self._broker = broker
         self._plan = broker.client.register_script(PLAN)
         self._finish = broker.client.register_script(FINISH)
@@ -200,7 +206,7 @@ class Dispatcher:
                 continue
             try:
                 unit.callback(unit.event)
-            except Exception as exc:
+            except self._failures as exc:
                 if self._failed(unit, 0, exc, ops) and unit.lane:
                     blocked.add(unit.lane)
             else:
@@ -242,7 +248,7 @@ class Dispatcher:
         ops = []
         try:
             callback(event)
-        except Exception as exc:
+        except self._failures as exc:
             self._failed(unit, attempt, exc, ops)
         else:
             ops += ("d", key, name)
@@ -288,7 +294,7 @@ class Dispatcher:
         finally:
             _chain.active = False
 
-    def _failed(self, unit: Unit, attempt: int, exc: Exception, ops: list[Any]) -> bool:
+    def _failed(self, unit: Unit, attempt: int, exc: BaseException, ops: list[Any]) -> bool:
         """Hand a failed unit over to its next try, or to the dead letters; True if it will be retried."""
         from dramatiq.common import compute_backoff
 
