@@ -141,6 +141,18 @@ class Dispatcher:
 
     def plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
         """Append the PLAN arguments of one fetched message to ``out``; return its units if a delivery."""
+        mark = len(out)
+        try:
+            return self._plan_args(message, out)
+        except Exception:
+            del out[mark:]
+            # A message that cannot be planned must not block the head of the queue: take it
+            # unplanned; its actor fails on it the same way and dramatiq dead-letters it.
+            logger.exception("wa-middleware: cannot plan message %s", message.message_id)
+            out += (message.options.get("redis_message_id", message.message_id), message.message_id, -1, "", "", "")
+            return None
+
+    def _plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
         rid = message.options.get("redis_message_id", message.message_id)
         if message.actor_name == self.dispatch_actor:
             body, received_at, delivery_id = _dispatch_args(message)
