@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from wa_middleware import BasicAuth, ConfigurationError, Message, StopPropagation, Webhook, testing
-from wa_middleware.callbacks import _iterating
+from wa_middleware.callbacks import STOPPED, _iterating
 from wa_middleware.filters import compile_filters
 
 
@@ -265,7 +265,7 @@ def test_stop_propagation_outside_a_dispatch_loop_is_a_quiet_success() -> None:
         raise StopPropagation
 
     (event,) = testing.text().events()
-    assert wa.registry.callbacks[0](event) is None
+    assert wa.registry.callbacks[0](event) is STOPPED  # a planned dispatch learns of the stop from this
     assert _iterating == {}
 
 

@@ -107,13 +107,15 @@ def test_worker_side_metrics(broker: str) -> None:
     worker = dramatiq.Worker(wa.broker, queues={queue}, worker_threads=1, worker_timeout=50)
     worker.start()
     try:
-        wa.dispatch(DELIVERY)  # first try in-process, as the dispatch actor does
+        job = wa.core.finish({}, DELIVERY)  # stored as the request path stores it
+        wa.sync_enqueuer().enqueue(job.message_id, job.data)
         deadline = time.monotonic() + 20
         while value("wa_middleware_dead_letters_total", callback=name_bad) < 1:
             assert time.monotonic() < deadline, "the failing callback was never dead-lettered"
             time.sleep(0.05)
     finally:
         worker.stop()
+        wa.close()
     assert value("wa_middleware_events_total", kind="message") == before + 1
     assert value("wa_middleware_callback_runs_total", callback=name_ok) == 1
     assert value("wa_middleware_callback_runs_total", callback=name_bad) == 2  # first try, one retry
@@ -132,8 +134,23 @@ def test_dead_letter_without_retries(broker: str) -> None:
     def broken(message: object) -> None:
         raise RuntimeError("boom")
 
-    wa.broker  # noqa: B018 -- declare the actors
-    wa.dispatch(DELIVERY)
+    import dramatiq
+
+    from wa_middleware.encoder import install
+
+    install()
+    worker = dramatiq.Worker(wa.broker, queues={queue}, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        job = wa.core.finish({}, DELIVERY)
+        wa.sync_enqueuer().enqueue(job.message_id, job.data)
+        deadline = time.monotonic() + 20
+        while value("wa_middleware_dead_letters_total", callback=name) < 1:
+            assert time.monotonic() < deadline, "the failing callback was never dead-lettered"
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        wa.close()
     assert value("wa_middleware_dead_letters_total", callback=name) == 1
     assert value("wa_middleware_callback_retries_total", callback=name) == 0
     metrics.duplicate_skipped(2)
@@ -193,9 +210,10 @@ def test_worker_cli_serves_metrics_of_all_processes(tmp_path: Path, broker: str)
     try:
         wait_port(port, 30)
         wa = Webhook(auth=NoAuth(), broker_url=broker, queue_name=queue)
-        for _ in range(3):
-            job = wa.core.finish({}, DELIVERY)
+        for i in range(3):  # three different messages (the same one three times would run once)
+            job = wa.core.finish({}, DELIVERY.replace(b'"id": "wamid.', b'"id": "wamid.%d' % i, 1))
             wa.sync_enqueuer().enqueue(job.message_id, job.data)
+        wa.close()
         deadline = time.monotonic() + 30
         while True:
             found = samples(get(f"http://127.0.0.1:{port}/metrics")[2].decode())

@@ -23,6 +23,11 @@ __all__ = ["Callback", "Matches", "Registry", "StopPropagation", "run_coroutine"
 AnyCallable = Callable[..., Any]
 
 
+#: What `Callback.__call__` returns when the callback raised `StopPropagation`, so a dispatcher
+#: that runs planned units (not a live `Matches` iteration) still knows to skip the later ones.
+STOPPED = object()
+
+
 class StopPropagation(Exception):
     """Raise in a callback to keep the callbacks registered after it from running on this event.
 
@@ -45,6 +50,7 @@ class Callback:
     :ivar kind: the event kind it listens to.
     :ivar values: message types, status values, error codes or change fields it accepts; None for all.
     :ivar filters: the compiled keyword filters; all must hold.
+    :ivar ordered: run in conversation order; None: the `Webhook`'s default.
     """
 
     name: str
@@ -54,6 +60,7 @@ class Callback:
     is_async: bool
     wants_ctx: bool
     filters: tuple[Predicate, ...] = ()
+    ordered: bool | None = None
 
     def matches(self, event: Event) -> bool:
         """Whether this callback should run on ``event`` (kind, positional values, then keyword filters)."""
@@ -77,7 +84,7 @@ class Callback:
             key = id(event)
             if key in _iterating:
                 _iterating[key] = True
-            return None
+            return STOPPED
 
 
 def _selector(event: Event) -> str | None:
@@ -131,14 +138,19 @@ class Registry:
         fn: AnyCallable,
         values: Collection[str | int],
         name: str | None,
+        *,
+        ordered: bool | None = None,
         **filters: Any,
     ) -> Callback:
         """Register ``fn``; ``filters`` are the keyword filters of `compile_filters`.
 
+        :param ordered: run in conversation order; None: the `Webhook`'s default.
         :raises ConfigurationError: for a non-callable, a duplicate name or an invalid filter.
         """
         if not callable(fn):
             raise ConfigurationError(f"{fn!r} is not callable")
+        if ordered is not None and not isinstance(ordered, bool):
+            raise ConfigurationError(f"ordered must be True, False or None, not {ordered!r}")
         accepted, predicates = compile_filters(kind, values, **filters)
         cb_name = name or f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         if cb_name in self.by_name:
@@ -151,6 +163,7 @@ class Registry:
             is_async=inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__),
             wants_ctx=wants_ctx(fn),
             filters=predicates,
+            ordered=ordered,
         )
         self.callbacks.append(callback)
         self.by_name[cb_name] = callback

@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["start", "stop", "status"])
     embedded.add_argument("--data-dir", default=".wa_middleware")
     embedded.set_defaults(func=_embedded)
+    # -- dead letters (wa_middleware/deadletters.py) --
+    dead = sub.add_parser("dead-letters", help="list, show, replay or purge callbacks that failed their last try")
+    dead.add_argument("app", metavar="MODULE:ATTR", help="where the Webhook is, e.g. myapp.hooks:wa")
+    dead.add_argument("action", choices=["list", "show", "replay", "purge"])
+    dead.add_argument("ids", nargs="*", help="dead-letter ids (from list)")
+    dead.add_argument("--all", action="store_true", help="replay or purge every dead letter")
+    dead.add_argument("--limit", type=int, default=None, help="list at most this many")
+    dead.set_defaults(func=_dead_letters)
 
     again = sub.add_parser(
         "replay",
@@ -130,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     register(sub)
     return parser
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from .deadletters import run_command
+
+    return run_command(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -262,7 +262,8 @@ def raw_value(body: bytes) -> Any:
 def _decode_any(raw: bytes | msgspec.Raw) -> Any:
     try:
         return _any_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec reports invalid UTF-8 inside a string as UnicodeDecodeError, not DecodeError.
         raise PayloadError("the delivery is not valid JSON") from None
 
 

@@ -30,7 +30,6 @@ exposes it (``make_asgi_app()``, ``start_http_server()``) exports them with no m
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 import threading
@@ -296,43 +295,3 @@ def serve_worker_metrics(port: int, webhook: Webhook, *, addr: str = "0.0.0.0") 
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     watch_queue(webhook, registry)
     prometheus_client.start_http_server(port, addr=addr, registry=registry)
-
-
-def install_worker_middleware(broker: Any, webhook: Webhook) -> None:
-    """Count retries, dead letters and retried callback runs from dramatiq's own hooks."""
-    if not AVAILABLE:
-        return
-    broker.add_middleware(_worker_middleware()(webhook.callback_actor_name))
-
-
-def _label(message: Any, callback_actor: str) -> str:
-    # A callback message carries the callback's name first; any other message is named by its actor.
-    if message.actor_name == callback_actor and message.args:
-        return str(message.args[0])
-    return str(message.actor_name)
-
-
-@functools.cache
-def _worker_middleware() -> type[Any]:
-    import dramatiq  # the worker side only
-
-    class _WorkerMetrics(dramatiq.Middleware):
-        def __init__(self, callback_actor: str) -> None:
-            self.callback_actor = callback_actor
-
-        def after_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
-            # A retry is enqueued with a delay; when that delay is over the worker enqueues it again
-            # without one, which must not count twice.
-            if delay and message.options.get("retries"):
-                callback_retry(_label(message, self.callback_actor))
-
-        def after_process_message(
-            self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
-        ) -> None:
-            if message.actor_name == self.callback_actor:
-                callback_run(_label(message, self.callback_actor), ok=exception is None)
-
-        def after_nack(self, broker: Any, message: Any) -> None:
-            dead_letter(_label(message, self.callback_actor))
-
-    return _WorkerMetrics

@@ -11,18 +11,16 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-import msgspec
-
-from . import metrics, ops
+from . import ops
 from .auth import AllOf, Auth, NoAuth
-from .callbacks import Callback, Registry
+from .callbacks import Registry
 from .core import Core
 from .decode import Event, EventKind, decode_delivery
+from .dispatch import Dispatcher
 from .embedded import DEFAULT_DATA_DIR, ensure_server
 from .enqueue import AsyncEnqueuer, Recording, SyncEnqueuer
 from .errors import ConfigurationError
 from .filters import StrFilter, compile_filters
-from .models import Change, Error, EventContext, Message, Status
 from .replay import record_key
 
 if TYPE_CHECKING:
@@ -34,9 +32,6 @@ __all__ = ["Webhook"]
 logger = logging.getLogger("wa_middleware")
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_EVENT_TYPES: dict[str, type[Any]] = {"message": Message, "status": Status, "error": Error, "change": Change}
-_encode = msgspec.msgpack.Encoder().encode
 
 
 class Webhook:
@@ -67,6 +62,14 @@ class Webhook:
         round trip as its queue message), for ``wa-middleware replay``.
     :param record_max_count: deliveries kept at most (approximate trimming).
     :param record_max_age: seconds a recorded delivery is kept at most.
+    :param ordered: default of ``ordered=`` for callbacks that do not say: run the callbacks of one
+        conversation one at a time, in the order the deliveries were stored (see `dedupe.conversation_key`).
+    :param dedupe_ttl: seconds an event is remembered to run its callbacks once (default 7 days,
+        the sender's redelivery window).
+    :param skip_stale_statuses: skip a status update older than one already handled for the same
+        message (``delivered`` after ``read``); skipped ones are counted (``stats()["stale_statuses"]``).
+    :param recovery_timeout: seconds without a heartbeat after which a worker counts as dead and its
+        unfinished messages run again elsewhere (within about 7/6 of this).
     """
 
     def __init__(
@@ -92,6 +95,10 @@ class Webhook:
         record: bool = False,
         record_max_count: int = 100_000,
         record_max_age: float = 86_400.0,
+        ordered: bool = False,
+        dedupe_ttl: float = 7 * 86400,
+        recovery_timeout: float = 30.0,
+        skip_stale_statuses: bool = False,
     ) -> None:
         if auth is None:
             raise ConfigurationError(
@@ -119,6 +126,10 @@ class Webhook:
         if record and (record_max_count <= 0 or record_max_age <= 0):
             raise ConfigurationError("record_max_count and record_max_age must be positive")
         ops.check_paths(path, health_path, metrics_path)
+        if dedupe_ttl <= 0:
+            raise ConfigurationError("dedupe_ttl must be positive")
+        if not 1 <= recovery_timeout <= 3600:
+            raise ConfigurationError("recovery_timeout must be between 1 and 3600 seconds")
         if isinstance(auth, NoAuth):
             logger.warning("wa-middleware: auth is disabled (NoAuth): anyone can post deliveries")
         self.auth = auth
@@ -136,6 +147,9 @@ class Webhook:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.data_dir = data_dir
+        self.ordered = ordered
+        self.dedupe_ttl = dedupe_ttl
+        self.recovery_timeout = recovery_timeout
         self.dev = dev if dev is not None else os.environ.get("WA_DEV", "") not in ("", "0", "false")
         self._broker_url = broker_url or os.environ.get("WA_BROKER_URL") or None
         self.dispatch_actor_name = f"{name}.dispatch"
@@ -151,6 +165,20 @@ class Webhook:
             verify_token=verify_token,
         )
         self.registry = Registry()
+        self.dispatcher = Dispatcher(
+            registry=self.registry,
+            prefix=f"{namespace}:{name}",
+            namespace=namespace,
+            queue_name=queue_name,
+            dispatch_actor=self.dispatch_actor_name,
+            unit_actor=self.callback_actor_name,
+            ordered=ordered,
+            dedupe_ttl=dedupe_ttl,
+            max_retries=max_retries,
+            min_backoff=min_backoff,
+            max_backoff=max_backoff,
+            skip_stale_statuses=skip_stale_statuses,
+        )
         self._lock = threading.RLock()
         self._async_enqueuers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEnqueuer] = (
             weakref.WeakKeyDictionary()
@@ -173,16 +201,23 @@ class Webhook:
 
     # -- decorators ----------------------------------------------------------------------
 
-    def _decorator(self, kind: EventKind, values: tuple[Any, ...], name: str | None, filters: dict[str, Any]) -> Any:
+    def _decorator(
+        self,
+        kind: EventKind,
+        values: tuple[Any, ...],
+        name: str | None,
+        filters: dict[str, Any],
+        ordered: bool | None = None,
+    ) -> Any:
         filters = {key: value for key, value in filters.items() if value is not None}
         if len(values) == 1 and callable(values[0]) and not isinstance(values[0], str):  # used bare: @wa.on_message
-            self.registry.add(kind, values[0], (), name, **filters)
+            self.registry.add(kind, values[0], (), name, ordered=ordered, **filters)
             return values[0]
         # Validate now, so a bad filter fails where the decorator is written, even before it is applied.
         compile_filters(kind, values, **filters)
 
         def register(fn: F) -> F:
-            self.registry.add(kind, fn, values, name, **filters)
+            self.registry.add(kind, fn, values, name, ordered=ordered, **filters)
             return fn
 
         return register
@@ -203,6 +238,7 @@ class Webhook:
         reply_id: StrFilter | None = None,
         error_code: int | str | Iterable[int | str] | None = None,
         when: Callable[..., bool] | None = None,
+        ordered: bool | None = None,
     ) -> Callable[[F], F]: ...
     def on_message(
         self,
@@ -217,6 +253,7 @@ class Webhook:
         reply_id: StrFilter | None = None,
         error_code: int | str | Iterable[int | str] | None = None,
         when: Callable[..., bool] | None = None,
+        ordered: bool | None = None,
     ) -> Any:
         """Run the decorated callback for incoming messages of the given types (all types if none).
 
@@ -241,7 +278,7 @@ class Webhook:
             phone_number_id=phone_number_id, waba_id=waba_id, sender=sender, text=text, text_prefix=text_prefix,
             text_regex=text_regex, reply_id=reply_id, error_code=error_code, when=when,
         )  # fmt: skip
-        return self._decorator("message", types, name, filters)
+        return self._decorator("message", types, name, filters, ordered)
 
     @overload
     def on_status(self, fn: F, /) -> F: ...
@@ -255,6 +292,7 @@ class Webhook:
         recipient: StrFilter | None = None,
         error_code: int | str | Iterable[int | str] | None = None,
         when: Callable[..., bool] | None = None,
+        ordered: bool | None = None,
     ) -> Callable[[F], F]: ...
     def on_status(
         self,
@@ -265,6 +303,7 @@ class Webhook:
         recipient: StrFilter | None = None,
         error_code: int | str | Iterable[int | str] | None = None,
         when: Callable[..., bool] | None = None,
+        ordered: bool | None = None,
     ) -> Any:
         """Run the decorated callback for status updates with these values (all if none).
 
@@ -276,7 +315,7 @@ class Webhook:
         filters = dict(
             phone_number_id=phone_number_id, waba_id=waba_id, recipient=recipient, error_code=error_code, when=when
         )
-        return self._decorator("status", statuses, name, filters)
+        return self._decorator("status", statuses, name, filters, ordered)
 
     @overload
     def on_error(self, fn: F, /) -> F: ...
@@ -288,6 +327,7 @@ class Webhook:
         phone_number_id: StrFilter | None = None,
         waba_id: StrFilter | None = None,
         when: Callable[..., bool] | None = None,
+        ordered: bool | None = None,
     ) -> Callable[[F], F]: ...
     def on_error(
         self,
@@ -296,13 +336,14 @@ class Webhook:
         phone_number_id: StrFilter | None = None,
         waba_id: StrFilter | None = None,
         when: Callable[..., bool] | None = None,
+        ordered: bool | None = None,
     ) -> Any:
         """Run the decorated callback for value-level errors with these codes (all if none).
 
         ``name``, ``phone_number_id``, ``waba_id`` and ``when`` as for `on_message`.
         """
         filters = dict(phone_number_id=phone_number_id, waba_id=waba_id, when=when)
-        return self._decorator("error", codes, name, filters)
+        return self._decorator("error", codes, name, filters, ordered)
 
     @overload
     def on_change(self, fn: F, /) -> F: ...
@@ -315,6 +356,7 @@ class Webhook:
         waba_id: StrFilter | None = None,
         event: StrFilter | None = None,
         when: Callable[..., bool] | None = None,
+        ordered: bool | None = None,
     ) -> Callable[[F], F]: ...
     def on_change(
         self,
@@ -324,6 +366,7 @@ class Webhook:
         waba_id: StrFilter | None = None,
         event: StrFilter | None = None,
         when: Callable[..., bool] | None = None,
+        ordered: bool | None = None,
     ) -> Any:
         """Run the decorated callback for changes of these ``field`` values (all non-message fields if none).
 
@@ -332,7 +375,7 @@ class Webhook:
         ``name``, ``phone_number_id``, ``waba_id`` and ``when`` as for `on_message`.
         """
         filters = dict(phone_number_id=phone_number_id, waba_id=waba_id, event=event, when=when)
-        return self._decorator("change", fields, name, filters)
+        return self._decorator("change", fields, name, filters, ordered)
 
     # -- request path --------------------------------------------------------------------
 
@@ -401,96 +444,76 @@ class Webhook:
 
     def _make_broker(self) -> RedisBroker:
         import dramatiq
-        from dramatiq.brokers.redis import RedisBroker
-        from dramatiq.middleware import Retries
+        from dramatiq.middleware import CurrentMessage, Retries
+
+        from .consumer import WebhookBroker
+        from .recovery import Recovery
 
         url = self._broker_url or ensure_server(self.data_dir)
         self._broker_url = url
-        broker = RedisBroker(url=url, namespace=self.namespace)  # type: ignore[no-untyped-call]
+        broker = WebhookBroker(
+            url=url,
+            namespace=self.namespace,
+            dispatcher=self.dispatcher,
+            heartbeat_timeout=int(self.recovery_timeout * 1000),
+        )
         for middleware in broker.middleware:
+            # Retries here only cover a delivery whose dispatch itself failed (Redis unreachable):
+            # callback failures are retried per unit by the dispatcher.
             if isinstance(middleware, Retries):
                 middleware.max_retries = self.max_retries
                 middleware.min_backoff = self.min_backoff
                 middleware.max_backoff = self.max_backoff
-        metrics.install_worker_middleware(broker, self)
+        broker.add_middleware(CurrentMessage())
+        broker.add_middleware(Recovery(self.queue_name))
+        self.dispatcher.bind(broker)
         self._actors["dispatch"] = dramatiq.actor(
             broker=broker, actor_name=self.dispatch_actor_name, queue_name=self.queue_name, max_retries=self.max_retries
         )(self._dispatch)
         self._actors["callback"] = dramatiq.actor(
             broker=broker, actor_name=self.callback_actor_name, queue_name=self.queue_name, max_retries=self.max_retries
-        )(self._run_callback)
+        )(self._run_unit)
         return broker
 
     def dispatch(self, body: bytes, *, delivery_id: str | None = None, received_at: int | None = None) -> list[Event]:
-        """Decode a delivery and run every matching callback of every event, in order.
+        """Decode a delivery and run every matching callback of every event, in order, in this thread.
 
-        A callback that raises does not stop the others: its (event, callback) pair becomes a
-        message of its own, retried with backoff and dead-lettered after ``max_retries``.
+        No deduplication and no ordering: this is the synchronous entry point for tests and tools.
+        A callback that raises does not stop the others; the first error is raised at the end.
         """
         events = decode_delivery(body, delivery_id=delivery_id, received_at=received_at)
-        metrics.events_decoded(event.kind for event in events)
+        error: Exception | None = None
         for event in events:
             for callback in self.registry.matching(event):
                 try:
                     callback(event)
                 except Exception as exc:
-                    metrics.callback_run(callback.name, ok=False)
-                    self._schedule_retry(callback, event, exc)
-                else:
-                    metrics.callback_run(callback.name, ok=True)
+                    name, kind = callback.name, event.kind
+                    logger.warning("callback %s failed on a %s event (%s)", name, kind, type(exc).__name__)
+                    error = error or exc
+        if error is not None:
+            raise error
         return events
 
+    def stats(self) -> dict[str, int]:
+        """Worker counters kept in Redis: ``duplicates`` skipped, ``dead_lettered``, ``stale_statuses`` skipped."""
+        raw: dict[bytes, bytes] = self.broker.client.hgetall(self.dispatcher.stats_key)  # type: ignore[assignment]
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    @staticmethod
+    def _current_message() -> dramatiq.Message[Any]:
+        from dramatiq.middleware import CurrentMessage
+
+        message = CurrentMessage.get_current_message()
+        if message is None:
+            raise RuntimeError("not running inside a dramatiq worker")
+        return message
+
     def _dispatch(self, body: bytes, received_at: int, delivery_id: str | None = None) -> None:
-        self.dispatch(body, delivery_id=delivery_id, received_at=received_at)
+        self.dispatcher.run_delivery(self._current_message())
 
-    def _schedule_retry(self, callback: Callback, event: Event, exc: Exception) -> None:
-        from dramatiq.common import compute_backoff
-
-        logger.warning(
-            "callback %s failed on a %s event (%s); retrying it alone", callback.name, event.kind, type(exc).__name__
-        )
-        if self.max_retries == 0:
-            self._dead_letter_now(callback, event, exc)
-            return
-        _, delay = compute_backoff(0, factor=self.min_backoff, max_backoff=self.max_backoff)
-        self._actors["callback"].send_with_options(
-            args=(callback.name, event.kind, _encode(event.data), _encode(event.ctx)),
-            delay=delay,
-            retries=1,
-        )
-
-    def _dead_letter_now(self, callback: Callback, event: Event, exc: Exception) -> None:
-        """With retries off, a failed first try goes straight to the dead-letter queue."""
-        import time
-        import traceback
-
-        actor = self._actors["callback"]
-        message = actor.message_with_options(
-            args=(callback.name, event.kind, _encode(event.data), _encode(event.ctx)),
-            retries=1,
-            traceback="".join(traceback.format_exception(exc, limit=30)),
-        )
-        message = message.copy(options={"redis_message_id": message.message_id})
-        broker = self.broker
-        data = message.encode()
-        client = broker.client
-        xq = f"{self.namespace}:{self.queue_name}.XQ"
-        pipe = client.pipeline(transaction=True)
-        pipe.zadd(xq, {message.message_id: int(time.time() * 1000)})
-        pipe.hset(f"{xq}.msgs", message.message_id, data)
-        pipe.execute()
-        metrics.dead_letter(callback.name)
-
-    def _run_callback(self, name: str, kind: str, data: bytes, ctx: bytes) -> None:
-        callback = self.registry.by_name.get(name)
-        if callback is None:
-            raise LookupError(f"no callback named {name!r} is registered in this worker")
-        event = Event(
-            kind,  # type: ignore[arg-type]
-            msgspec.msgpack.decode(data, type=_EVENT_TYPES[kind]),
-            msgspec.msgpack.decode(ctx, type=EventContext),
-        )
-        callback(event)
+    def _run_unit(self, *args: Any) -> None:
+        self.dispatcher.run_unit(self._current_message())
 
     # -- dev mode ------------------------------------------------------------------------
 

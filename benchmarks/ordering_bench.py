@@ -1,0 +1,222 @@
+"""Worker throughput: stock dramatiq no-op messages vs wa-middleware events, unordered and ordered.
+
+Run ``python -m benchmarks.ordering_bench [--events N] [--threads T]``. It needs a Redis (``WA_BENCH_REDIS``,
+default ``redis://127.0.0.1:6379/0``) and uses a key namespace of its own, deleted afterwards. Each case
+pre-loads the queue with N single-event deliveries (C conversations, messages interleaved across them),
+starts ONE worker process and measures how long it takes to drain the queue: events per second per
+worker process, in wall-clock time and per CPU-second of the worker process (the machine may be busy).
+``--conversations 20,1`` runs each wa case once per conversation count: 20 conversations interleaved,
+and all in one conversation (the worst case for ordering). ``WA_BENCH_CODE=/path/to/other/checkout``
+runs the worker from another version of the package, to compare before and after a change.
+Results go to ``benchmarks/results/ordering-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+QUEUE = "wa_middleware"
+
+
+def delivery(conversation: int, seq: int) -> bytes:
+    user = f"49151{conversation:08d}"
+    return msgspec.json.encode(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "200000000000001",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1000001"},
+                                "contacts": [{"profile": {"name": "Bench"}, "wa_id": user}],
+                                "messages": [
+                                    {
+                                        "from": user,
+                                        "id": f"wamid.B{conversation}.{seq}.{uuid.uuid4().hex[:8]}",
+                                        "timestamp": "1700000000",
+                                        "type": "text",
+                                        "text": {"body": f"message {seq}"},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def preload(client: redis.Redis, namespace: str, messages: list[tuple[str, bytes]]) -> None:
+    full = f"{namespace}:{QUEUE}"
+    for start in range(0, len(messages), 1000):
+        chunk = messages[start : start + 1000]
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(f"{full}.msgs", mapping=dict(chunk))  # type: ignore[arg-type]
+        pipe.rpush(full, *(mid for mid, _ in chunk))
+        pipe.execute()
+
+
+def wa_messages(events: int, conversations: int) -> list[tuple[str, bytes]]:
+    from wa_middleware.auth import NoAuth
+    from wa_middleware.core import Core
+
+    core = Core(path="/webhook", auth=NoAuth(), max_body_size=1 << 20, queue_name=QUEUE,
+                actor_name="wa.dispatch", enqueue_timeout=1.0)  # fmt: skip
+    out = []
+    for i in range(events):
+        job = core.finish({}, delivery(i % conversations, i // conversations))
+        out.append((job.message_id, job.data))
+    return out
+
+
+def stock_messages(events: int) -> list[tuple[str, bytes]]:
+    out = []
+    now = int(time.time() * 1000)
+    for _ in range(events):
+        mid = str(uuid.uuid4())
+        data = json.dumps(
+            {
+                "queue_name": QUEUE,
+                "actor_name": "noop",
+                "args": [],
+                "kwargs": {},
+                "options": {"redis_message_id": mid},
+                "message_id": mid,
+                "message_timestamp": now,
+            }
+        ).encode()
+        out.append((mid, data))
+    return out
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU time of a process and all its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == pid]
+    return total
+
+
+def drained(client: redis.Redis, namespace: str) -> bool:
+    full = f"{namespace}:{QUEUE}"
+    return int(client.hlen(f"{full}.msgs")) == 0 and int(client.hlen(f"{full}.DQ.msgs")) == 0
+
+
+def run_case(name: str, url: str, events: int, conversations: int, threads: int) -> dict[str, Any]:
+    namespace = f"wa-bench-{uuid.uuid4().hex[:10]}"
+    client = redis.Redis.from_url(url)
+    env = dict(
+        os.environ,
+        WA_BROKER_URL=url,
+        WA_NAMESPACE=namespace,
+        PYTHONPATH=os.pathsep.join(filter(None, [os.environ.get("WA_BENCH_CODE"), str(ROOT)])),
+    )
+    if name == "stock-noop":
+        preload(client, namespace, stock_messages(events))
+        args = [sys.executable, "-m", "dramatiq", "benchmarks.stock_app", "-p", "1", "-t", str(threads), "-Q", QUEUE]
+    else:
+        env["WA_BENCH_ORDERED"] = "1" if name == "wa-ordered" else "0"
+        preload(client, namespace, wa_messages(events, conversations))
+        args = [sys.executable, "-m", "wa_middleware.cli", "worker", "benchmarks.ordering_app:wa",
+                "--processes", "1", "--threads", str(threads)]  # fmt: skip
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        args, env=env, cwd=os.environ.get("WA_BENCH_CODE") or ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        # Start the clock when the first message is taken, so process start-up is not counted.
+        full = f"{namespace}:{QUEUE}"
+        while int(client.llen(full)) == events and proc.poll() is None:
+            time.sleep(0.002)
+        started = time.perf_counter()
+        cpu_start = tree_cpu_seconds(proc.pid)
+        deadline = started + 600
+        while not drained(client, namespace):
+            if proc.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError(f"{name}: worker exited or timed out")
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        cpu = tree_cpu_seconds(proc.pid) - cpu_start
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        keys = list(client.scan_iter(f"{namespace}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    return {
+        "case": name,
+        "events": events,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events / elapsed),
+        "cpu_seconds": round(cpu, 3),
+        # Wall-clock figures depend on what else runs on the machine; per CPU second they do much less.
+        "events_per_cpu_s": round(events / cpu) if cpu else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--conversations", default="20,1", help="comma-separated: one run per count")
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--cases", default="stock-noop,wa-unordered,wa-ordered")
+    args = parser.parse_args(argv)
+    url = os.environ.get("WA_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+    results = []
+    runs = []
+    for case in args.cases.split(","):
+        counts = [int(c) for c in args.conversations.split(",")] if case != "stock-noop" else [0]
+        runs += [(case, count) for count in counts]
+    for _ in range(args.repeat):
+        for case, conversations in runs:
+            result = run_case(case, url, args.events, max(conversations, 1), args.threads)
+            result["conversations"] = conversations or None
+            print(
+                f"{result['case']:>14} ({conversations or '-':>3} conv.): {result['events_per_s']:>6} events/s wall, "
+                f"{result['events_per_cpu_s']:>6} events per CPU-second ({result['seconds']} s)",
+                flush=True,
+            )
+            results.append(result)
+    out = HERE / "results" / f"ordering-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.parent.mkdir(exist_ok=True)
+    meta = {"threads": args.threads, "cpus": os.cpu_count(), "python": sys.version, "load": os.getloadavg()}
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

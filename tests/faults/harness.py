@@ -1,0 +1,133 @@
+"""Deliveries, posting and log analysis shared by the worker fault and ordering tests."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+AUTH = ("testuser", "testpass")
+PHONE_ID = "100000000000001"
+
+
+def text_delivery(user: str, body: str, message_id: str) -> bytes:
+    return json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "200000000000001",
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "messaging_product": "whatsapp",
+                                "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_ID},
+                                "contacts": [{"profile": {"name": "Test"}, "wa_id": user}],
+                                "messages": [
+                                    {
+                                        "from": user,
+                                        "id": message_id,
+                                        "timestamp": "1700000000",
+                                        "type": "text",
+                                        "text": {"body": body},
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+    ).encode()
+
+
+def status_delivery(user: str, message_id: str, status: str) -> bytes:
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_ID},
+        "statuses": [{"id": message_id, "status": status, "timestamp": "1700000000", "recipient_id": user}],
+    }
+    envelope = {"object": "whatsapp_business_account", "entry": [{"id": "200000000000001", "changes": []}]}
+    envelope["entry"][0]["changes"] = [{"field": "messages", "value": value}]  # type: ignore[index]
+    return json.dumps(envelope).encode()
+
+
+def post(client: httpx.Client, url: str, body: bytes) -> int:
+    for _ in range(5):  # a 503 is the sender's cue to redeliver: do as the sender does
+        status = client.post(url + "/webhook", content=body, auth=AUTH).status_code
+        if status != 503:
+            return status
+    return status
+
+
+def post_conversations(url: str, conversations: dict[str, list[bytes]]) -> int:
+    """Post every conversation's deliveries in order (each after the previous got its answer),
+    all conversations concurrently; return how many were answered 200."""
+
+    def run(bodies: list[bytes]) -> int:
+        with httpx.Client(timeout=30) as client:
+            return sum(post(client, url, body) == 200 for body in bodies)
+
+    with ThreadPoolExecutor(len(conversations)) as pool:
+        return sum(pool.map(run, conversations.values()))
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Outcome:
+    """What the callbacks' log says: counted per (callback, message id)."""
+
+    processed: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    failures: int = 0
+    order_violations: list[str] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
+
+
+def analyze(
+    lines: list[dict[str, Any]],
+    expected: dict[str, list[str]],
+    callback: str = "on_text",
+    killed: frozenset[int] = frozenset(),
+) -> Outcome:
+    """Check ``callback``'s log against ``expected`` (conversation -> message ids in posted order)."""
+    out = Outcome()
+    ends = Counter(line["id"] for line in lines if line["cb"] == callback and line["phase"] == "end")
+    out.failures = sum(1 for line in lines if line["cb"] == callback and line["phase"] == "fail")
+    wanted = {mid for ids in expected.values() for mid in ids}
+    out.processed = sum(1 for mid in wanted if ends[mid] >= 1)
+    out.duplicates = sum(ends[mid] - 1 for mid in wanted if ends[mid] > 1)
+    out.lost = sum(1 for mid in wanted if ends[mid] == 0)
+    by_conv: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in lines:
+        if line["cb"] == callback and "conv" in line:
+            by_conv[line["conv"]].append(line)
+    for conv, ids in expected.items():
+        entries = by_conv.get(conv, [])
+        # Lines are appended in time order (O_APPEND): starts and ends must alternate, same id.
+        running: str | None = None
+        for entry in entries:
+            if entry["phase"] == "start":
+                if running is not None:
+                    out.overlaps.append(f"{conv}: {entry['id']} started while {running} ran")
+                # A callback cut short by SIGKILL never logs its end: it does not run any more.
+                running = None if entry["pid"] in killed else entry["id"]
+            else:
+                running = None
+        completed = [e["id"] for e in entries if e["phase"] == "end"]
+        first_seen = list(dict.fromkeys(completed))
+        if first_seen != [mid for mid in ids if mid in set(first_seen)]:
+            out.order_violations.append(conv)
+    return out

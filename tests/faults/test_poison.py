@@ -1,0 +1,55 @@
+"""A message that cannot be planned (here: a body that is not JSON, as only a foreign producer could
+send) does not block the queue behind it: it is taken, fails, and lands in the dead letters."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import dramatiq
+import msgspec
+
+from tests.conftest import wait_until
+from tests.faults.harness import text_delivery
+from wa_middleware import BasicAuth, Message, Webhook
+from wa_middleware.deadletters import DeadLetters
+from wa_middleware.encoder import install
+
+
+def test_poison_message_goes_to_dead_letters(redis_url: str, namespace: str) -> None:
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, max_retries=0)
+    seen: list[str | None] = []
+
+    @wa.on_message()
+    def record(message: Message) -> None:
+        seen.append(message.id)
+
+    install()
+    broker = wa.broker
+    queue = f"{namespace}:wa_middleware"
+    poison_id = str(uuid.uuid4())
+    poison = msgspec.msgpack.encode(
+        {
+            "queue_name": "wa_middleware",
+            "actor_name": "wa.dispatch",
+            "args": [b"not json", 0, poison_id],
+            "kwargs": {},
+            "options": {"redis_message_id": poison_id},
+            "message_id": poison_id,
+            "message_timestamp": int(time.time() * 1000),
+        }
+    )
+    good = wa.core.finish({}, text_delivery("491", "hi", "wamid.AFTER.POISON"))
+    for mid, data in ((poison_id, poison), (good.message_id, good.data)):
+        broker.client.hset(f"{queue}.msgs", mid, data)
+        broker.client.rpush(queue, mid)
+    worker = dramatiq.Worker(broker, queues={"wa_middleware"}, worker_threads=2, worker_timeout=100)
+    worker.start()
+    letters = DeadLetters(wa)
+    try:
+        wait_until(lambda: seen == ["wamid.AFTER.POISON"], timeout=30)
+        found = wait_until(letters.list, timeout=30)
+    finally:
+        worker.stop()
+        letters.close()
+    assert [letter.message["message_id"] for letter in found] == [poison_id]
