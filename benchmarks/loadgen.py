@@ -23,7 +23,7 @@ import contextlib
 import multiprocessing
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hdrh.histogram import HdrHistogram
 
@@ -158,8 +158,7 @@ class _Conn(asyncio.Protocol):
         self.close_after = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
 
     def send(self, request: bytes, scheduled: float) -> None:
         self.busy = True

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 __all__ = ["AUTH_PASSWORD", "AUTH_USER", "Delivery", "auth_header", "make_deliveries", "signature_header"]
 
 AUTH_USER = "bench"
-AUTH_PASSWORD = "bench-secret"  # noqa: S105 (a fixed test credential)
+AUTH_PASSWORD = "bench-secret"
 
 _WORDS = (
     "hello order delivery tomorrow please confirm address thanks payment received invoice "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import Flask
-
 from wa_middleware.adapters.wsgi import WebhookMiddleware
 
 from ._webhook import wa

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
-
 from wa_middleware.adapters.asgi import WebhookMiddleware
 
 from ._webhook import wa
