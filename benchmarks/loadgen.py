@@ -232,29 +232,34 @@ class _Run:
         self.non_200: collections.Counter[int] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
         self.live = 0
+        self.connecting = 0
         self.stopping = False
         self.done = asyncio.Event()
         self.schedule_done = False
 
-    # connection management
+    # connection management: connections open on demand, up to the limit, as a client pool
+    # does. Pre-opening them all would park idle connections on servers that give each
+    # connection a whole worker (gunicorn sync), and measure that instead of the app.
+    def _grow(self) -> None:
+        if self.backlog and not self.stopping and self.live + self.connecting < self.connections:
+            self.connecting += 1
+            asyncio.get_running_loop().create_task(self._connect())
+
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
-        while not self.stopping:
-            try:
-                _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
-            except OSError:
-                if self.backlog:
-                    sched, _ = self.backlog.popleft()
-                    self._fail("connect", sched)
-                await asyncio.sleep(0.01)
-                continue
-            self.live += 1
-            self._idle(conn)
+        try:
+            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        except OSError:
+            self.connecting -= 1
+            if self.backlog:
+                sched, _ = self.backlog.popleft()
+                self._fail("connect", sched)
+            await asyncio.sleep(0.01)
+            self._grow()
             return
-
-    def _replace(self) -> None:
-        if not self.stopping:
-            asyncio.get_running_loop().create_task(self._connect())
+        self.connecting -= 1
+        self.live += 1
+        self._idle(conn)
 
     def _idle(self, conn: _Conn) -> None:
         if self.backlog and not self.stopping:
@@ -272,6 +277,7 @@ class _Run:
                 conn.send(self.requests[index], sched)
                 return
         self.backlog.append((sched, index))
+        self._grow()
 
     # outcomes
     def _settle(self) -> None:
@@ -295,7 +301,7 @@ class _Run:
         self._settle()
         if conn.close_after:
             assert conn.transport is not None
-            conn.transport.close()
+            conn.transport.close()  # connection_lost() follows and opens a replacement if needed
         else:
             self._idle(conn)
 
@@ -307,17 +313,15 @@ class _Run:
     def failed_on(self, conn: _Conn, kind: str, sched: float) -> None:
         self.live -= 1
         self._fail(kind, sched)
-        self._replace()
+        self._grow()
 
     def dropped(self, conn: _Conn) -> None:
         self.live -= 1
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
-        self._replace()
+        self._grow()
 
     async def run(self) -> dict[str, Any]:
-        for _ in range(self.connections):
-            await self._connect()
         end = self.measure_to
         step = self.shares / self.rate
         sched = self.start + self.share / self.rate
@@ -401,7 +405,7 @@ class LoadGenerator:
         """Drive one fixed-rate run; blocks for ``warmup + duration`` seconds plus the drain."""
         requests = build_requests(spec)
         shares = self.processes
-        start = time.monotonic() + 0.2
+        start = time.monotonic() + 0.05
         per_conn = max(1, spec.connections // shares)
         jobs = [
             {

@@ -18,7 +18,7 @@ import redis
 
 from .servers import WorkerProcess
 
-__all__ = ["drain_rate", "preload_stock", "queue_hash"]
+__all__ = ["drain_rate", "lag_figures", "preload_stock", "queue_hash", "wait_consuming"]
 
 
 def queue_hash(namespace: str, queue: str) -> str:
@@ -64,6 +64,23 @@ def drain_rate(
         "timed_out": left > 0,
         "command": " ".join(worker_args),
     }
+
+
+def wait_consuming(url: str, namespace: str, worker: WorkerProcess, timeout: float = 30.0) -> float:
+    """Block until a dramatiq worker has fetched from Redis once (its heartbeat appears); returns seconds.
+
+    The caller cleans the namespace first, so an old worker's heartbeat cannot answer for it.
+    """
+    client = redis.Redis.from_url(url)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout and worker.running():
+            if client.zcard(f"{namespace}:__heartbeats__"):
+                break
+            time.sleep(0.02)
+    finally:
+        client.close()
+    return time.monotonic() - started
 
 
 def preload_stock(count: int, body: str) -> None:
