@@ -64,6 +64,7 @@ def _first_status_only(delivery: Delivery) -> Delivery:
     body = json.loads(delivery.body)
     value = body["entry"][0]["changes"][0]["value"]
     value["statuses"] = value["statuses"][:1]
+    value["contacts"] = value["contacts"][:1]
     return Delivery("status", json.dumps(body, separators=(",", ":")).encode(), (value["statuses"][0]["id"],))
 
 

@@ -89,8 +89,7 @@ def _message_delivery(rng: random.Random) -> Delivery:
     return Delivery("message", _envelope(value, rng), (wamid,))
 
 
-def _status(rng: random.Random, status: str) -> dict[str, object]:
-    phone = str(rng.randrange(10**11, 10**12))
+def _status(rng: random.Random, status: str, phone: str) -> dict[str, object]:
     item: dict[str, object] = {
         "id": _wamid(rng),
         "status": status,
@@ -110,8 +109,15 @@ def _status(rng: random.Random, status: str) -> dict[str, object]:
 
 
 def _status_delivery(rng: random.Random, count: int) -> Delivery:
-    statuses = [_status(rng, rng.choice(["sent", "delivered", "read"])) for _ in range(count)]
-    value = {"messaging_product": "whatsapp", "metadata": _metadata(), "statuses": statuses}
+    phones = [str(rng.randrange(10**11, 10**12)) for _ in range(count)]
+    statuses = [_status(rng, rng.choice(["sent", "delivered", "read"]), phone) for phone in phones]
+    # Current Cloud API status deliveries name the recipients in "contacts" (pywa requires it).
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": _metadata(),
+        "contacts": [_contact(phone, rng) for phone in phones],
+        "statuses": statuses,
+    }
     return Delivery("status", _envelope(value, rng), tuple(str(s["id"]) for s in statuses))
 
 
