@@ -182,6 +182,7 @@ def _measure(gen: LoadGenerator, spec: LoadSpec, label: str) -> dict[str, Any]:
     _log(
         f"    {label:>10} {spec.rate:>8.0f}/s  p50 {summary['p50_ms']:8.2f}  p99 {summary['p99_ms']:8.2f} ms  "
         f"err {summary['errors']}  non200 {summary['non_200']}  {'ok' if summary['sustainable'] else 'FAIL'}"
+        + ("  (generator fell behind)" if summary["generator_limited"] else "")
     )
     return summary
 
@@ -419,6 +420,7 @@ def run_crash(plan: Plan, env: _Env) -> dict[str, Any]:
                 record_key, f"{NAMESPACE}:bench_crash", f"{NAMESPACE}:bench_crash.msgs"
             )
             acked, kill_delay = crash.post_then_kill(port, deliveries, plan.crash_rate, server.kill9)
+            server.reap()
             server.start()  # restart, as a supervisor would
             server.wait_ready()
             notes = "pywa: handlers run as in-process background tasks; nothing to resume after a restart"

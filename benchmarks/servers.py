@@ -142,10 +142,13 @@ class ServerProcess:
         raise RuntimeError(f"{self.contender.name} not ready after {timeout} s ({last}); see {self.log_path}")
 
     def kill9(self) -> None:
-        """``kill -9`` the whole server, as a crash or an OOM kill would."""
+        """``kill -9`` the whole server, as a crash or an OOM kill would; `reap` collects it."""
         if self._proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        if self._proc is not None:
             self._proc.wait()
 
     def stop(self) -> None:
