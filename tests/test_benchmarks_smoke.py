@@ -69,7 +69,7 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
 
     entry = results["http"]["wa-starlette"]
     assert entry["command"][:3][1:] == ["-m", "uvicorn"]
-    assert [row["label"] for row in entry["fixed"]][0] == "50/s"
+    assert entry["fixed"][0]["label"] == "50/s"
     for row in entry["fixed"] + entry["search"]["steps"]:
         for key in ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "errors", "non_200", "histogram"):
             assert key in row
