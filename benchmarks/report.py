@@ -79,6 +79,12 @@ def _markdown(results: dict[str, Any]) -> str:
     out += [
         f"- Machine: {env['platform']}, {env['cpu_count']} CPUs, load average at start {env['load_average_at_start']}",
         f"- Redis: {env['redis'].get('version', '?')} {' '.join(env['redis'].get('flags', [])) or env['redis']['url']}",
+        "- One durable Redis write, sequential round trip (ms): "
+        + "; ".join(
+            f"{when.replace('write_latency_', '').replace('_', ' ')} p50 {v['p50_ms']} p99 {v['p99_ms']} max {v['max_ms']}"
+            for when, v in env["redis"].items()
+            if when.startswith("write_latency_")
+        ),
         f"- Load generator: {env['loadgen']['kind']}; {env['loadgen']['connections']} keep-alive connections, "
         f"{env['loadgen']['processes']} process(es)",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),

@@ -145,6 +145,27 @@ class _Env:
             client.close()
 
 
+def probe_redis_writes(url: str, count: int = 200) -> dict[str, float]:
+    """Round trip of one small durable write, sequentially: with ``appendfsync always`` this is
+    the disk's fsync latency, the floor under every "store, then answer" contender's median."""
+    client = redis.Redis.from_url(url)
+    samples = []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            client.rpush(f"{NAMESPACE}:probe", b"x")
+            samples.append((time.perf_counter() - started) * 1000)
+        client.delete(f"{NAMESPACE}:probe")
+    finally:
+        client.close()
+    samples.sort()
+    return {
+        "p50_ms": round(samples[len(samples) // 2], 3),
+        "p99_ms": round(samples[int(len(samples) * 0.99)], 3),
+        "max_ms": round(samples[-1], 3),
+    }
+
+
 def _headers() -> tuple[tuple[str, str], ...]:
     return (("Authorization", auth_header()), ("X-Hub-Signature-256", signature_header()))
 
@@ -510,8 +531,10 @@ def run(plan: Plan, out_root: Path, redis_url: str | None = None, port_range: tu
     results: dict[str, Any] = {"mode": plan.mode, "started_utc": stamp, "environment": environment(redis_info, plan)}
     try:
         env.clean()
+        redis_info["write_latency_before"] = probe_redis_writes(redis_url)
         with LoadGenerator(plan.loadgen_processes) as gen:
             results["http"] = run_http(plan, env, gen)
+            redis_info["write_latency_after_http"] = probe_redis_writes(redis_url)
             if plan.worker:
                 results["worker"] = run_workers(plan, env, gen)
         if plan.crash:
