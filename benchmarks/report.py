@@ -81,7 +81,8 @@ def _markdown(results: dict[str, Any]) -> str:
         f"- Redis: {env['redis'].get('version', '?')} {' '.join(env['redis'].get('flags', [])) or env['redis']['url']}",
         "- One durable Redis write, sequential round trip (ms): "
         + "; ".join(
-            f"{when.replace('write_latency_', '').replace('_', ' ')} p50 {v['p50_ms']} p99 {v['p99_ms']} max {v['max_ms']}"
+            f"{when[len('write_latency_') :].replace('_', ' ')}: "
+            f"p50 {v['p50_ms']}, p99 {v['p99_ms']}, max {v['max_ms']}"
             for when, v in env["redis"].items()
             if when.startswith("write_latency_")
         ),
