@@ -302,8 +302,39 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _unclean(value: Any, key: str = "") -> Any:
+    """Undo `_clean` for figures: a null latency was a NaN (no sample)."""
+    if value is None and key.endswith("_ms"):
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _unclean(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unclean(v) for v in value]
+    return value
+
+
 def write(results: dict[str, Any], out_dir: Path) -> None:
     """Write results.json, report.md and the plots into ``out_dir``."""
     results["plots"] = _plots(results, out_dir)
     (out_dir / "report.md").write_text(_markdown(results))
     (out_dir / "results.json").write_text(json.dumps(_clean(results), indent=1, sort_keys=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.report RESULTS_DIR``: rewrite report.md and the plots from
+    results.json (after editing the report code), and print the headline table."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m benchmarks.report RESULTS_DIR", file=sys.stderr)
+        return 2
+    out_dir = Path(args[0])
+    results = _unclean(json.loads((out_dir / "results.json").read_text()))
+    write(results, out_dir)
+    print(headline_table(results))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

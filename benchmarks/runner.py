@@ -16,6 +16,7 @@ import datetime
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -546,6 +547,10 @@ def run(plan: Plan, out_root: Path, redis_url: str | None = None, port_range: tu
             own_redis.stop()
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     report.write(results, out_dir)
+    # results/latest/ is what the README links to (the timestamped folders are not committed).
+    latest = out_root / "latest"
+    shutil.rmtree(latest, ignore_errors=True)
+    shutil.copytree(out_dir, latest, ignore=shutil.ignore_patterns("logs"))
     _log(f"done in {results['elapsed_s']} s: {out_dir}")
     return out_dir
 
