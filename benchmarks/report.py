@@ -97,7 +97,8 @@ def _markdown(results: dict[str, Any]) -> str:
         "",
         "## Max sustainable throughput",
         "",
-        "The highest rate at which p99 stayed under 50 ms with no error and no non-200 (stepped up, then bisected).",
+        "The highest rate at which p99 stayed under 50 ms with no error and no non-200 (stepped up, then bisected; "
+        "a marginal failure is measured once more before it counts).",
         "",
         "| contender | server | max req/s | first failing req/s | note |",
         "|---|---|---:|---:|---|",
@@ -189,8 +190,8 @@ def _markdown(results: dict[str, Any]) -> str:
             "",
             "## Worker side",
             "",
-            "| worker | messages | per second | boot (s) | command |",
-            "|---|---:|---:|---:|---|",
+            "| worker | messages | messages/s | callbacks/s | boot (s) | command |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for name in ("wa_middleware", "dramatiq_stock"):
             if name in worker:
@@ -250,26 +251,30 @@ def _plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         for row in entry["fixed"]:
             if row["label"] not in labels and row["label"] != "50% max":
                 labels.append(row["label"])
+    # One colour per contender, the same in every panel; the reference apps dashed.
+    palette = plt.get_cmap("tab20").colors
+    colours = {name: palette[(2 * i) % 20 + (2 * i) // 20] for i, name in enumerate(http)}
     if labels:
-        fig, axes = plt.subplots(1, len(labels), figsize=(6 * len(labels), 4.5), squeeze=False)
+        fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels) + 2, 4.5), squeeze=False)
         for ax, label in zip(axes[0], labels, strict=True):
             for name in http:
                 row = _fixed(http, name, label)
                 if not row or not row["percentile_curve"]:
                     continue
-                # x: the "number of nines" of the percentile, so the tail gets room.
+                # x: the "number of nines" of the percentile, so the tail gets room; 100% is drawn at 5.
                 xs = [-math.log10(max(1e-5, 1 - p / 100)) for p, _ in row["percentile_curve"]]
                 ys = [max(v, 0.01) for _, v in row["percentile_curve"]]
-                ax.plot(xs, ys, marker=".", label=name)
+                style = "--" if http[name]["role"] in ("ceiling", "floor") else "-"
+                ax.plot(xs, ys, style, marker=".", label=name, color=colours[name])
             ax.set_yscale("log")
-            ticks = [0, 1, 2, 3, 4]
-            ax.set_xticks(ticks, ["0%", "90%", "99%", "99.9%", "99.99%"])
+            ticks = [0, 1, 2, 3, 4, 5]
+            ax.set_xticks(ticks, ["0%", "90%", "99%", "99.9%", "99.99%", "max"])
             ax.set_xlabel("percentile")
             ax.set_ylabel("latency from scheduled send (ms)")
             ax.set_title(f"latency at {label}")
             ax.axhline(50, color="grey", linestyle=":", linewidth=1)
             ax.grid(True, which="both", alpha=0.3)
-        axes[0][-1].legend(fontsize=7, loc="upper left")
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
         fig.tight_layout()
         fig.savefig(out_dir / "latency_percentiles.png", dpi=100)
         plt.close(fig)
@@ -279,7 +284,8 @@ def _plots(results: dict[str, Any], out_dir: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(searched) + 2), 4))
     if searched:
         names, values = zip(*searched, strict=True)
-        bars = ax.bar(names, values, color=["#888" if n in ("ceiling", "floor") else "#3a7" for n in names])
+        role_colour = {"ceiling": "#999", "floor": "#666", "wa": "#3a7", "peer": "#47b"}
+        bars = ax.bar(names, values, color=[role_colour.get(http[n]["role"], "#3a7") for n in names])
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
         ax.tick_params(axis="x", rotation=30)
     ax.set_ylabel("max req/s with p99 < 50 ms")

@@ -46,8 +46,8 @@ class Plan:
     mode: str
     contenders: tuple[str, ...]
     fixed_rates: tuple[float, ...] = (200.0, 500.0, 1000.0)
-    fixed_duration: float = 4.0
-    fixed_warmup: float = 1.0
+    fixed_duration: float = 3.5
+    fixed_warmup: float = 0.75
     search: bool = True
     search_start: float = 250.0
     search_factor: float = 1.6
@@ -216,16 +216,23 @@ def _search_max(gen: LoadGenerator, base: LoadSpec, plan: Plan) -> dict[str, Any
     worst: float | None = None
     capped = limited = False
 
-    def step(rate: float) -> bool:
+    def step(rate: float, retry: bool = True) -> bool:
         nonlocal limited
         spec = replace(base, rate=rate, duration=plan.search_duration, warmup=plan.search_warmup)
         summary = _measure(gen, spec, "search")
         steps.append(summary)
+        passed = bool(summary["sustainable"]) and not summary["generator_limited"]
+        if passed:
+            return True
+        time.sleep(plan.cooldown)
+        # A saturated server fails by far (seconds, errors); a marginal failure may be another
+        # process's noise on a busy machine, or the generator starved: look again once.
+        marginal = summary["errors"] == 0 and summary["non_200"] == 0 and summary["p99_ms"] < 5 * P99_LIMIT_MS
+        if retry and (marginal or summary["generator_limited"]):
+            return step(rate, retry=False)
         if summary["generator_limited"]:
             limited = True
-        if not summary["sustainable"]:
-            time.sleep(plan.cooldown)
-        return bool(summary["sustainable"]) and not summary["generator_limited"]
+        return False
 
     rate = plan.search_start
     if step(rate):
