@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = ["AUTH_PASSWORD", "AUTH_USER", "Delivery", "auth_header", "make_deliveries", "signature_header"]
@@ -50,7 +51,7 @@ def _wamid(rng: random.Random) -> str:
     return "wamid." + base64.b64encode(raw).decode("ascii")
 
 
-def _envelope(value: dict[str, object], rng: random.Random) -> bytes:
+def _envelope(value: Mapping[str, object], rng: random.Random) -> bytes:
     body = {
         "object": "whatsapp_business_account",
         "entry": [{"id": str(rng.randrange(10**15, 10**16)), "changes": [{"value": value, "field": "messages"}]}],

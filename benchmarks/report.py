@@ -252,7 +252,7 @@ def _plots(results: dict[str, Any], out_dir: Path) -> list[str]:
             if row["label"] not in labels and row["label"] != "50% max":
                 labels.append(row["label"])
     # One colour per contender, the same in every panel; the reference apps dashed.
-    palette = plt.get_cmap("tab20").colors
+    palette = [plt.get_cmap("tab20")(i) for i in range(20)]
     colours = {name: palette[(2 * i) % 20 + (2 * i) // 20] for i, name in enumerate(http)}
     if labels:
         fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels) + 2, 4.5), squeeze=False)

@@ -189,7 +189,7 @@ def _sustainable(result: LoadResult) -> bool:
 def _generator_limited(result: LoadResult) -> bool:
     """The generator fired late: the run measured the generator, not the server."""
     lag = result.send_lag
-    return lag.get_total_count() > 0 and lag.get_value_at_percentile(99) > 10_000
+    return bool(lag.get_total_count() > 0 and lag.get_value_at_percentile(99) > 10_000)
 
 
 # -- the HTTP part ----------------------------------------------------------------------
@@ -291,7 +291,11 @@ def _maybe_worker(contender: Contender, env: _Env) -> Iterator[None]:
         worker.stop()
 
 
-def run_http(plan: Plan, env: _Env, gen: LoadGenerator) -> dict[str, Any]:
+def run_http(
+    plan: Plan, env: _Env, gen: LoadGenerator, keep: dict[str, ServerProcess | None] | None = None
+) -> dict[str, Any]:
+    """Measure every contender; servers named in ``keep`` (a dict the caller owns) are left
+    running and handed back through it, so the worker part can reuse one without a restart."""
     bodies = tuple(d.body for d in make_deliveries(plan.bodies))
     servers: dict[str, ServerProcess] = {}
     results: dict[str, Any] = {}
@@ -342,8 +346,11 @@ def run_http(plan: Plan, env: _Env, gen: LoadGenerator) -> dict[str, Any]:
             results[name] = entry
             env.clean()
     finally:
-        for server in servers.values():
-            server.stop()
+        for name, server in servers.items():
+            if keep is not None and name in keep:
+                keep[name] = server
+            else:
+                server.stop()
     return results
 
 
@@ -357,17 +364,19 @@ def _post(gen: LoadGenerator, port: int, bodies: tuple[bytes, ...], count: int, 
     return gen.run(spec)
 
 
-def run_workers(plan: Plan, env: _Env, gen: LoadGenerator) -> dict[str, Any]:
+def run_workers(plan: Plan, env: _Env, gen: LoadGenerator, server: ServerProcess | None = None) -> dict[str, Any]:
+    """The worker-side figures; ``server`` is a running wa-starlette server to reuse, if any."""
     contender = by_name("wa-starlette")
     out: dict[str, Any] = {}
     bodies = tuple(d.body for d in make_deliveries(plan.bodies))
     wa_worker = ["-m", "wa_middleware.cli", "worker", "benchmarks.contenders.wa_starlette:wa", "-p", "1", "-t", "8"]
 
     # 1. wa-middleware no-op callbacks: preload through the real middleware, then drain.
-    queue = "bench_worker"
-    app_env = env.app_env(contender, BENCH_QUEUE=queue)
-    server = ServerProcess(replace(contender, name="wa-worker-preload"), env.port(), app_env, env.out_dir)
-    server.start()
+    queue = contender.env.get("BENCH_QUEUE", "bench")
+    app_env = env.app_env(contender)
+    if server is None:
+        server = ServerProcess(replace(contender, name="wa-worker-preload"), env.port(), app_env, env.out_dir)
+        server.start()
     try:
         server.wait_ready()
         env.clean()
@@ -392,7 +401,7 @@ def run_workers(plan: Plan, env: _Env, gen: LoadGenerator) -> dict[str, Any]:
 
         # 2. Lag from acceptance to callback start, with a worker running and a steady load.
         env.clean()
-        lag_env = env.app_env(contender, BENCH_QUEUE=queue, BENCH_LAG_KEY=f"{NAMESPACE}:lag")
+        lag_env = env.app_env(contender, BENCH_LAG_KEY=f"{NAMESPACE}:lag")
         worker = WorkerProcess(wa_worker, lag_env, env.out_dir / "wa-worker-lag.log")
         try:
             workers.wait_consuming(env.redis_url, NAMESPACE, worker)
@@ -540,11 +549,17 @@ def run(plan: Plan, out_root: Path, redis_url: str | None = None, port_range: tu
     try:
         env.clean()
         redis_info["write_latency_before"] = probe_redis_writes(redis_url)
+        kept: dict[str, ServerProcess | None] = {"wa-starlette": None} if plan.worker else {}
         with LoadGenerator(plan.loadgen_processes) as gen:
-            results["http"] = run_http(plan, env, gen)
-            redis_info["write_latency_after_http"] = probe_redis_writes(redis_url)
-            if plan.worker:
-                results["worker"] = run_workers(plan, env, gen)
+            try:
+                results["http"] = run_http(plan, env, gen, keep=kept)
+                redis_info["write_latency_after_http"] = probe_redis_writes(redis_url)
+                if plan.worker:
+                    results["worker"] = run_workers(plan, env, gen, kept.get("wa-starlette"))
+            finally:
+                for server in kept.values():
+                    if server is not None:
+                        server.stop()
         if plan.crash:
             results["crash"] = run_crash(plan, env)
     finally:

@@ -31,7 +31,7 @@ def drain_rate(
 ) -> dict[str, Any]:
     """Start a worker and time how fast it empties ``hash_key``; returns figures for results.json."""
     client = redis.Redis.from_url(url)
-    total = int(client.hlen(hash_key))  # type: ignore[arg-type]
+    total = int(client.hlen(hash_key))
     worker = WorkerProcess(worker_args, env, log_path)
     started = time.monotonic()
     first: float | None = None
@@ -39,7 +39,7 @@ def drain_rate(
     try:
         deadline = started + timeout
         while time.monotonic() < deadline:
-            left = int(client.hlen(hash_key))  # type: ignore[arg-type]
+            left = int(client.hlen(hash_key))
             now = time.monotonic()
             if first is None and left < total:
                 first = now
@@ -96,7 +96,7 @@ def lag_figures(url: str, key: str) -> dict[str, Any]:
     """p50/p99 of the lags the callbacks pushed to ``key`` (ms, from acceptance to callback start)."""
     client = redis.Redis.from_url(url)
     try:
-        values = sorted(float(v) for v in client.lrange(key, 0, -1))  # type: ignore[union-attr]
+        values = sorted(float(v) for v in client.lrange(key, 0, -1))
     finally:
         client.close()
     if not values:

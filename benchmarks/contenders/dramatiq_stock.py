@@ -10,7 +10,7 @@ from ._settings import NAMESPACE, REDIS_URL
 
 QUEUE = "stock"
 
-broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE)
+broker = RedisBroker(url=REDIS_URL, namespace=NAMESPACE)  # type: ignore[no-untyped-call]
 dramatiq.set_broker(broker)
 
 

@@ -39,7 +39,7 @@ _options: dict[str, Any] = {
 }
 
 if FLAVOUR == "async":
-    from pywa_async import WhatsApp as AsyncWhatsApp
+    from pywa_async import WhatsApp as AsyncWhatsApp  # type: ignore[attr-defined]
 
     wa: Any = AsyncWhatsApp(**_options)
     _aclient: list[aredis.Redis] = []
@@ -52,16 +52,16 @@ if FLAVOUR == "async":
                 _aclient.append(aredis.Redis.from_url(REDIS_URL))
             await _aclient[0].sadd(RECORD_KEY, event_id)
 
-    @wa.on_message()
+    @wa.on_message()  # type: ignore[untyped-decorator]
     async def on_message(client: Any, message: Any) -> None:
         await _handle(message.id)
 
-    @wa.on_message_status()
+    @wa.on_message_status()  # type: ignore[untyped-decorator]
     async def on_status(client: Any, status: Any) -> None:
         await _handle(status.id)
 
 elif FLAVOUR == "sync":
-    from pywa import WhatsApp
+    from pywa import WhatsApp  # type: ignore[attr-defined]
 
     wa = WhatsApp(**_options)
     _local = threading.local()
@@ -75,11 +75,11 @@ elif FLAVOUR == "sync":
                 client = _local.client = redis.Redis.from_url(REDIS_URL)
             client.sadd(RECORD_KEY, event_id)
 
-    @wa.on_message()
+    @wa.on_message()  # type: ignore[untyped-decorator]
     def on_message_sync(client: Any, message: Any) -> None:
         _handle_sync(message.id)
 
-    @wa.on_message_status()
+    @wa.on_message_status()  # type: ignore[untyped-decorator]
     def on_status_sync(client: Any, status: Any) -> None:
         _handle_sync(status.id)
 
