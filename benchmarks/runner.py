@@ -46,18 +46,18 @@ class Plan:
     mode: str
     contenders: tuple[str, ...]
     fixed_rates: tuple[float, ...] = (200.0, 500.0, 1000.0)
-    fixed_duration: float = 3.5
+    fixed_duration: float = 3.0
     fixed_warmup: float = 0.75
     search: bool = True
-    search_start: float = 250.0
+    search_start: float = 400.0
     search_factor: float = 1.6
     search_refine: int = 2
     search_cap: float = 32_000.0
     search_duration: float = 2.0
     search_warmup: float = 0.5
-    drain_timeout: float = 2.0
+    drain_timeout: float = 1.5
     #: Seconds of rest after a failing step, so a saturated server drains before the next one.
-    cooldown: float = 1.0
+    cooldown: float = 0.5
     connections: int = 32
     worker_messages: int = 4000
     lag_rate: float = 200.0
