@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,6 @@ class Plan:
     appendfsync: str = "always"
     #: Contenders whose max is searched in this plan (all of them unless narrowed).
     search_only: tuple[str, ...] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def full_plan() -> Plan:
@@ -453,10 +452,8 @@ def run_crash(plan: Plan, env: _Env) -> dict[str, Any]:
         server.start()
         try:
             server.wait_ready()
-            time.sleep(0.3)  # the readiness probe's own delivery: let its handler finish
-            redis.Redis.from_url(env.redis_url).delete(
-                record_key, f"{NAMESPACE}:bench_crash", f"{NAMESPACE}:bench_crash.msgs"
-            )
+            time.sleep(0.3)  # the readiness probe's own delivery: let its handler finish, then forget it
+            env.clean()
             acked, kill_delay = crash.post_then_kill(port, deliveries, plan.crash_rate, server.kill9)
             server.reap()
             server.start()  # restart, as a supervisor would
@@ -468,14 +465,15 @@ def run_crash(plan: Plan, env: _Env) -> dict[str, Any]:
                     app_env,
                     env.out_dir / f"crash-{name}.worker.log",
                 )
+                client = redis.Redis.from_url(env.redis_url)
                 try:
-                    client = redis.Redis.from_url(env.redis_url)
+                    # Until the queue is empty (a message leaves it when its callbacks are done),
+                    # with twice the time 8 threads need for the 100 ms handlers as a bound.
                     deadline = time.monotonic() + 10 + plan.crash_deliveries * 0.1 / 8 * 2
-                    # +1: the restart's readiness probe enqueued one more delivery.
                     while time.monotonic() < deadline and client.hlen(f"{NAMESPACE}:bench_crash.msgs"):
                         time.sleep(0.1)
-                    client.close()
                 finally:
+                    client.close()
                     worker.stop()
                 notes = "wa-middleware worker started after the restart: wa-middleware worker MODULE:wa -p 1 -t 8"
             else:
@@ -521,7 +519,7 @@ def environment(redis_info: dict[str, Any], plan: Plan) -> dict[str, Any]:
             "connections": plan.connections,
             "kind": "open loop, constant arrival schedule, latency from the scheduled send time",
         },
-        "plan": {k: v for k, v in plan.__dict__.items() if k != "extra"},
+        "plan": dict(plan.__dict__),
     }
 
 
