@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 __all__ = ["main"]
@@ -60,7 +61,7 @@ async def _measure(url: str, concurrencies: list[int], requests: int) -> dict[st
 
         status: list[int] = []
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
 
