@@ -1,0 +1,346 @@
+"""Turn a run's raw figures into ``results.json``, ``report.md`` and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = ["headline_table", "slo_pass", "write"]
+
+#: The sender's SLO: median <= 250 ms and fewer than 1% of deliveries over 1 s.
+SLO_MEDIAN_MS = 250.0
+SLO_SLOW_FRACTION = 0.01
+
+_TARGETS = {
+    "floor_ratio": 0.80,
+    "p99_at_half_max_ms": 10.0,
+    "worker_per_second": 2000.0,
+}
+
+
+def slo_pass(row: dict[str, Any]) -> bool:
+    """The sender's SLO at the tested rate; a run with no answer at all fails it."""
+    p50 = row.get("p50_ms", math.nan)
+    return not math.isnan(p50) and p50 <= SLO_MEDIAN_MS and row.get("over_1s_fraction", 1.0) < SLO_SLOW_FRACTION
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _max(http: dict[str, Any], name: str) -> float | None:
+    search = http.get(name, {}).get("search")
+    return float(search["max_rps"]) if search else None
+
+
+def _fixed(http: dict[str, Any], name: str, label: str) -> dict[str, Any] | None:
+    for row in http.get(name, {}).get("fixed", []):
+        if row["label"] == label:
+            return dict(row)
+    return None
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def headline_table(results: dict[str, Any]) -> str:
+    """Max throughput and p50/p99 at 200 req/s per contender: the table the README shows."""
+    http = results.get("http", {})
+    lines = [
+        "| contender | max req/s (p99 < 50 ms) | p50 @ 200/s (ms) | p99 @ 200/s (ms) | SLO @ 200/s |",
+        "|---|---:|---:|---:|:---:|",
+    ]
+    for name in http:
+        row = _fixed(http, name, "200/s")
+        best = _max(http, name)
+        lines.append(
+            f"| {name} | {_f(best, 0) if best is not None else 'not searched'} | "
+            f"{_f(row['p50_ms']) if row else '-'} | {_f(row['p99_ms']) if row else '-'} | "
+            f"{('PASS' if slo_pass(row) else 'FAIL') if row else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def _markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    http: dict[str, Any] = results.get("http", {})
+    out: list[str] = [f"# wa-middleware benchmark report ({results['mode']} run, {results['started_utc']})", ""]
+    if results["mode"] == "quick":
+        out += ["> Quick run: short steps and few rates. Indicative only; use the full run for figures to quote.", ""]
+    out += [
+        f"- Machine: {env['platform']}, {env['cpu_count']} CPUs, load average at start {env['load_average_at_start']}",
+        f"- Redis: {env['redis'].get('version', '?')} {' '.join(env['redis'].get('flags', [])) or env['redis']['url']}",
+        "- One durable Redis write, sequential round trip (ms): "
+        + "; ".join(
+            f"{when[len('write_latency_') :].replace('_', ' ')}: "
+            f"p50 {v['p50_ms']}, p99 {v['p99_ms']}, max {v['max_ms']}"
+            for when, v in env["redis"].items()
+            if when.startswith("write_latency_")
+        ),
+        f"- Load generator: {env['loadgen']['kind']}; {env['loadgen']['connections']} keep-alive connections, "
+        f"{env['loadgen']['processes']} process(es)",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        f"- Elapsed: {results.get('elapsed_s', '?')} s",
+        "",
+        "## Headline",
+        "",
+        headline_table(results),
+        "",
+        "## Max sustainable throughput",
+        "",
+        "The highest rate at which p99 stayed under 50 ms with no error and no non-200 (stepped up, then bisected; "
+        "a marginal failure is measured once more before it counts).",
+        "",
+        "| contender | server | max req/s | first failing req/s | note |",
+        "|---|---|---:|---:|---|",
+    ]
+    for name, entry in http.items():
+        search = entry.get("search")
+        if not search:
+            continue
+        notes = []
+        if search["capped_at_search_limit"]:
+            notes.append("reached the search cap: at least this")
+        if search["generator_limited"]:
+            notes.append("generator fell behind at the top: treat as a lower bound")
+        out.append(
+            f"| {name} | {entry['server']} | {_f(search['max_rps'], 0)} | {_f(search['first_failing_rps'], 0)} | "
+            f"{'; '.join(notes)} |"
+        )
+
+    floor, ceiling = _max(http, "floor"), _max(http, "ceiling")
+    out += ["", "## Ratios (same run, same machine)", "", "| ratio | value | target |", "|---|---:|---|"]
+    for name in ("wa-starlette", "wa-fastapi"):
+        wa_max = _max(http, name)
+        if wa_max is None:
+            continue
+        verdict = ""
+        if floor:
+            verdict = "MET" if wa_max / floor >= _TARGETS["floor_ratio"] else "MISSED"
+        out.append(f"| {name} max / floor max | {_ratio(wa_max, floor)} | >= 0.80 {verdict} |")
+        out.append(f"| {name} max / ceiling max | {_ratio(wa_max, ceiling)} | |")
+        pywa_max = _max(http, "pywa-async")
+        if pywa_max:
+            out.append(f"| {name} max / pywa-async max | {_ratio(wa_max, pywa_max)} | about 4 |")
+    labels = [row["label"] for row in http.get("wa-starlette-100ms", {}).get("fixed", [])]
+    for pywa in ("pywa-async-100ms", "pywa-sync-100ms"):
+        for label in labels:
+            mine, theirs = _fixed(http, "wa-starlette-100ms", label), _fixed(http, pywa, label)
+            if mine and theirs and mine["label"] != "50% max":
+                out.append(
+                    f"| {pywa} p50 / wa-starlette-100ms p50 @ {label} | {_ratio(theirs['p50_ms'], mine['p50_ms'])} | |"
+                )
+
+    out += [
+        "",
+        "## Latency at fixed rates",
+        "",
+        "Latency from the *scheduled* send time (open loop), in ms. SLO: median <= 250 ms and < 1% over 1 s "
+        "(errors count as over 1 s).",
+        "",
+        "| contender | rate | p50 | p90 | p99 | p99.9 | max | errors | non-200 | over 1 s | SLO |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|",
+    ]
+    for name, entry in http.items():
+        for row in entry["fixed"]:
+            label = row["label"] if row["label"] != "50% max" else f"50% max ({row['rate']:.0f}/s)"
+            out.append(
+                f"| {name} | {label} | {_f(row['p50_ms'])} | {_f(row['p90_ms'])} | {_f(row['p99_ms'])} | "
+                f"{_f(row['p99_9_ms'])} | {_f(row['max_ms'])} | {row['errors']} | {row['non_200']} | "
+                f"{row['over_1s_fraction'] * 100:.2f}% | {'PASS' if slo_pass(row) else 'FAIL'} |"
+            )
+
+    out += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|:---:|"]
+    for name in ("wa-starlette", "wa-fastapi"):
+        wa_max = _max(http, name)
+        if wa_max and floor:
+            ok = wa_max / floor >= _TARGETS["floor_ratio"]
+            out.append(f"| {name} throughput >= 80% of floor | {wa_max / floor:.0%} | {'MET' if ok else 'MISSED'} |")
+        half = _fixed(http, name, "50% max")
+        if half:
+            ok = half["p99_ms"] <= _TARGETS["p99_at_half_max_ms"]
+            out.append(
+                f"| {name} p99 <= 10 ms at half its max ({half['rate']:.0f}/s) | {_f(half['p99_ms'])} ms | "
+                f"{'MET' if ok else 'MISSED'} |"
+            )
+    worker = results.get("worker", {})
+    if "wa_middleware" in worker:
+        w = worker["wa_middleware"]
+        rate = w.get("callbacks_per_second", w["per_second"])
+        ok = rate >= _TARGETS["worker_per_second"]
+        out.append(f"| worker >= 2,000 no-op callbacks/s per process | {_f(rate, 0)} callbacks/s "
+                   f"({_f(w['per_second'], 0)} deliveries/s) | {'MET' if ok else 'MISSED'} |")  # fmt: skip
+    crash = results.get("crash", {})
+    for name, outcome in crash.items():
+        if name.startswith("wa-"):
+            out.append(f"| {name}: zero acknowledged events lost | {outcome['lost']} lost | "
+                       f"{'MET' if outcome['lost'] == 0 else 'MISSED'} |")  # fmt: skip
+
+    if worker:
+        out += [
+            "",
+            "## Worker side",
+            "",
+            "| worker | messages | messages/s | callbacks/s | boot (s) | command |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for name in ("wa_middleware", "dramatiq_stock"):
+            if name in worker:
+                w = worker[name]
+                out.append(
+                    f"| {name} | {w['completed']}/{w['messages']} | {_f(w['per_second'], 0)} | "
+                    f"{_f(w.get('callbacks_per_second', w['per_second']), 0)} | {w['boot_seconds']} | "
+                    f"`{w['command']}` |"
+                )
+        if "wa_middleware" in worker and "dramatiq_stock" in worker and worker["dramatiq_stock"]["per_second"]:
+            ratio = worker["wa_middleware"]["per_second"] / worker["dramatiq_stock"]["per_second"]
+            out += ["", f"wa-middleware / stock dramatiq: {ratio:.2f} (a wa-middleware message is one delivery: "
+                    f"{worker['wa_middleware'].get('callbacks_per_delivery', '?')} callbacks on average)."]  # fmt: skip
+        lag = worker.get("lag", {})
+        if lag.get("samples"):
+            out += ["", f"Lag from acceptance to callback start at {lag['rate']:.0f} req/s with one worker running: "
+                    f"p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms "
+                    f"({lag['samples']} callbacks; millisecond resolution)."]  # fmt: skip
+
+    if crash:
+        out += [
+            "",
+            "## Crash durability",
+            "",
+            "Handlers take 100 ms; the web process is killed with SIGKILL right after the last 200.",
+            "",
+            "| contender | posted | acknowledged (200) | handled | lost | kill delay (ms) | note |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for name, c in crash.items():
+            out.append(
+                f"| {name} | {c['posted']} | {c['acknowledged']} | {c['handled']} | **{c['lost']}** | "
+                f"{c['kill_delay_ms']:.1f} | {c['notes']} |"
+            )
+    out += [
+        "",
+        "## Plots",
+        "",
+        "![latency by percentile](latency_percentiles.png)",
+        "",
+        "![max throughput](throughput.png)",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _plots(results: dict[str, Any], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    http: dict[str, Any] = results.get("http", {})
+    written = []
+    labels: list[str] = []
+    for entry in http.values():
+        for row in entry["fixed"]:
+            if row["label"] not in labels and row["label"] != "50% max":
+                labels.append(row["label"])
+    # One colour per contender, the same in every panel; the reference apps dashed.
+    palette = [plt.get_cmap("tab20")(i) for i in range(20)]
+    colours = {name: palette[(2 * i) % 20 + (2 * i) // 20] for i, name in enumerate(http)}
+    if labels:
+        fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels) + 2, 4.5), squeeze=False)
+        for ax, label in zip(axes[0], labels, strict=True):
+            for name in http:
+                row = _fixed(http, name, label)
+                if not row or not row["percentile_curve"]:
+                    continue
+                # x: the "number of nines" of the percentile, so the tail gets room; 100% is drawn at 5.
+                xs = [-math.log10(max(1e-5, 1 - p / 100)) for p, _ in row["percentile_curve"]]
+                ys = [max(v, 0.01) for _, v in row["percentile_curve"]]
+                style = "--" if http[name]["role"] in ("ceiling", "floor") else "-"
+                ax.plot(xs, ys, style, marker=".", label=name, color=colours[name])
+            ax.set_yscale("log")
+            ticks = [0, 1, 2, 3, 4, 5]
+            ax.set_xticks(ticks, ["0%", "90%", "99%", "99.9%", "99.99%", "max"])
+            ax.set_xlabel("percentile")
+            ax.set_ylabel("latency from scheduled send (ms)")
+            ax.set_title(f"latency at {label}")
+            ax.axhline(50, color="grey", linestyle=":", linewidth=1)
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        fig.tight_layout()
+        fig.savefig(out_dir / "latency_percentiles.png", dpi=100)
+        plt.close(fig)
+        written.append("latency_percentiles.png")
+
+    searched = [(name, e["search"]["max_rps"]) for name, e in http.items() if e.get("search")]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(searched) + 2), 4))
+    if searched:
+        names, values = zip(*searched, strict=True)
+        role_colour = {"ceiling": "#999", "floor": "#666", "wa": "#3a7", "peer": "#47b"}
+        bars = ax.bar(names, values, color=[role_colour.get(http[n]["role"], "#3a7") for n in names])
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+        ax.tick_params(axis="x", rotation=30)
+    ax.set_ylabel("max req/s with p99 < 50 ms")
+    ax.set_title("max sustainable throughput")
+    fig.tight_layout()
+    fig.savefig(out_dir / "throughput.png", dpi=100)
+    plt.close(fig)
+    written.append("throughput.png")
+    return written
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: write null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _unclean(value: Any, key: str = "") -> Any:
+    """Undo `_clean` for figures: a null latency was a NaN (no sample)."""
+    if value is None and key.endswith("_ms"):
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _unclean(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unclean(v) for v in value]
+    return value
+
+
+def write(results: dict[str, Any], out_dir: Path) -> None:
+    """Write results.json, report.md and the plots into ``out_dir``."""
+    results["plots"] = _plots(results, out_dir)
+    (out_dir / "report.md").write_text(_markdown(results))
+    (out_dir / "results.json").write_text(json.dumps(_clean(results), indent=1, sort_keys=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.report RESULTS_DIR``: rewrite report.md and the plots from
+    results.json (after editing the report code), and print the headline table."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m benchmarks.report RESULTS_DIR", file=sys.stderr)
+        return 2
+    out_dir = Path(args[0])
+    results = _unclean(json.loads((out_dir / "results.json").read_text()))
+    write(results, out_dir)
+    print(headline_table(results))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Keeps the benchmark machinery working: a tiny run must produce well-formed results.
+
+Only the shape of the output is asserted, never a time: the figures depend on the machine.
+Skipped when the ``bench`` extra (or a redis-server binary) is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+# `benchmarks` is a top-level folder of the repository, not part of the installed package.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+pytest.importorskip("hdrh", reason="the bench extra is not installed")
+pytest.importorskip("matplotlib", reason="the bench extra is not installed")
+pytest.importorskip("uvicorn", reason="the bench extra is not installed")
+
+from benchmarks import runner  # noqa: E402
+from benchmarks.payloads import auth_header, make_deliveries  # noqa: E402
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None and shutil.which("valkey-server") is None,
+    reason="needs a redis-server binary for the private Redis",
+)
+
+
+def test_deliveries_follow_the_mix() -> None:
+    deliveries = make_deliveries(40)
+    kinds = [d.kind for d in deliveries]
+    assert kinds.count("status") == 3 * kinds.count("message")
+    assert all(d.body.startswith(b'{"object":"whatsapp_business_account"') for d in deliveries)
+    assert auth_header().startswith("Basic ")
+
+
+def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
+    plan = replace(
+        runner.quick_plan(),
+        contenders=("wa-starlette",),
+        fixed_rates=(50.0,),
+        fixed_duration=0.5,
+        fixed_warmup=0.1,
+        search_start=100.0,
+        search_cap=100.0,
+        search_duration=0.3,
+        search_warmup=0.1,
+        search_only=("wa-starlette",),
+        worker_messages=40,
+        lag_rate=40.0,
+        lag_duration=0.5,
+        crash_deliveries=10,
+        crash_rate=50.0,
+        crash_contenders=("wa-starlette",),
+        bodies=40,
+    )
+    out = runner.run(plan, tmp_path, port_range=(7180, 7199))
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == "quick"
+    assert results["environment"]["cpu_count"] >= 1
+    assert "wa-middleware" in results["environment"]["versions"]
+
+    entry = results["http"]["wa-starlette"]
+    assert entry["command"][:3][1:] == ["-m", "uvicorn"]
+    assert entry["fixed"][0]["label"] == "50/s"
+    for row in entry["fixed"] + entry["search"]["steps"]:
+        for key in ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "errors", "non_200", "histogram"):
+            assert key in row
+        assert row["sent"] > 0
+    assert entry["search"]["max_rps"] >= 0
+
+    worker = results["worker"]
+    assert set(worker) >= {"wa_middleware", "dramatiq_stock", "lag"}
+    assert worker["wa_middleware"]["messages"] > 0
+
+    crash = results["crash"]["wa-starlette"]
+    assert crash["posted"] == 10
+    assert crash["acknowledged"] <= crash["posted"]
+    assert crash["lost"] == crash["acknowledged"] - crash["handled"]
+
+    report = (out / "report.md").read_text()
+    assert "## Latency at fixed rates" in report
+    assert "PASS" in report or "FAIL" in report
+    for plot in ("latency_percentiles.png", "throughput.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
