@@ -216,19 +216,19 @@ def test_sync_dead_redis_then_recovers(server: RedisServer) -> None:
 def test_sync_leader_torn_down_hands_over(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """A BaseException in the writing thread must not leave the lead with nobody."""
     enqueuer = SyncEnqueuer(server.url, namespace=NS, queue_name=QUEUE, timeout=2)
-    real = enqueuer._client.pipeline
+    real = enqueuer._script
     entered, release = threading.Event(), threading.Event()
 
     class Boom(BaseException):
         pass
 
-    def exploding_pipeline(*args: object, **kwargs: object) -> object:
-        monkeypatch.setattr(enqueuer._client, "pipeline", real)
+    def exploding_write(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(enqueuer, "_script", real)
         entered.set()
         release.wait(5)
         raise Boom()
 
-    monkeypatch.setattr(enqueuer._client, "pipeline", exploding_pipeline)
+    monkeypatch.setattr(enqueuer, "_script", exploding_write)
     outcome: list[BaseException] = []
 
     def leader() -> None:

@@ -1,7 +1,7 @@
 """Recording of accepted deliveries, and replay of their callbacks after a bug fix.
 
 With ``Webhook(record=True)`` every delivery answered 200 is also appended, in the same
-``MULTI``/``EXEC`` as its queue message, to a Redis stream trimmed by count and by age. The
+atomic script call as its queue message, to a Redis stream trimmed by count and by age. The
 stream ids are the write times, so "the last two hours" is one ``XRANGE``.
 
 ``wa-middleware replay`` runs callbacks again over that record, in the command's own process,
