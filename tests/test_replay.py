@@ -40,7 +40,7 @@ def test_accepted_deliveries_are_recorded_and_replayed(hooks: ModuleType, redis_
     assert post(hooks, testing.text("two", id="wamid.B")) == 200
     assert post(hooks, testing.status("failed", message_id="wamid.BAD")) == 200
     client = redis.Redis.from_url(redis_url)
-    assert client.xlen(record_key(namespace, "wa_middleware")) == 3  # written by the same script call as the queue messages
+    assert client.xlen(record_key(namespace, "wa_middleware")) == 3  # same script call as the queue
     assert client.llen(f"{namespace}:wa_middleware") == 3
     client.close()
 
