@@ -211,6 +211,27 @@ def _markdown(results: dict[str, Any]) -> str:
                     f"p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms "
                     f"({lag['samples']} callbacks; millisecond resolution)."]  # fmt: skip
 
+    ordering = results.get("ordering", {})
+    if ordering:
+        out += [
+            "",
+            "## What ordering costs (one worker process, 8 threads, no-op callbacks)",
+            "",
+            "| case | conversations | events | events/s | events per CPU-second |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for o in ordering.values():
+            out.append(
+                f"| {o['case']} | {o['conversations']} | {o['events']} | {o['events_per_s']} | "
+                f"{o['events_per_cpu_s'] if o['events_per_cpu_s'] is not None else '-'} |"
+            )
+        unordered, ordered = ordering.get("wa-unordered-20"), ordering.get("wa-ordered-20")
+        if unordered and ordered and unordered["events_per_s"]:
+            cost = 1 - ordered["events_per_s"] / unordered["events_per_s"]
+            out += ["", f"Ordered / unordered over 20 interleaved conversations: "
+                    f"{ordered['events_per_s'] / unordered['events_per_s']:.2f} ({cost:+.0%} cost). "
+                    "One conversation is strictly serial by definition."]  # fmt: skip
+
     if crash:
         out += [
             "",

@@ -438,6 +438,20 @@ def run_workers(plan: Plan, env: _Env, gen: LoadGenerator, server: ServerProcess
 # -- crash comparison -----------------------------------------------------------------
 
 
+def run_ordering(plan: Plan, redis_url: str) -> dict[str, Any]:
+    """What ordering costs a worker process: the same single-event deliveries drained unordered,
+    ordered over 20 interleaved conversations, and ordered in one conversation (strictly serial)."""
+    from . import ordering_bench
+
+    cases = [("wa-unordered", 20), ("wa-ordered", 20), ("wa-ordered", 1)]
+    out: dict[str, Any] = {}
+    for name, conversations in cases:
+        _log(f"ordering: {name}, {conversations} conversation(s), {plan.worker_messages} events")
+        result = ordering_bench.run_case(name, redis_url, plan.worker_messages, conversations, threads=8)
+        out[f"{name}-{conversations}"] = {**result, "conversations": conversations}
+    return out
+
+
 def run_crash(plan: Plan, env: _Env) -> dict[str, Any]:
     deliveries = crash.single_event_deliveries(plan.crash_deliveries)
     out: dict[str, Any] = {}
@@ -558,6 +572,8 @@ def run(plan: Plan, out_root: Path, redis_url: str | None = None, port_range: tu
                 for server in kept.values():
                     if server is not None:
                         server.stop()
+        if plan.worker:
+            results["ordering"] = run_ordering(plan, redis_url)
         if plan.crash:
             results["crash"] = run_crash(plan, env)
     finally:

@@ -80,6 +80,9 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert set(worker) >= {"wa_middleware", "dramatiq_stock", "lag"}
     assert worker["wa_middleware"]["messages"] > 0
 
+    ordering = results["ordering"]
+    assert set(ordering) == {"wa-unordered-20", "wa-ordered-20", "wa-ordered-1"}
+    assert all(o["events"] == 40 and o["events_per_s"] > 0 for o in ordering.values())
     crash = results["crash"]["wa-starlette"]
     assert crash["posted"] == 10
     assert crash["acknowledged"] <= crash["posted"]
