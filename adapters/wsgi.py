@@ -127,5 +127,6 @@ _REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
+    431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }

@@ -28,6 +28,7 @@ import msgspec
 from .auth import Auth, precheck
 from .errors import (
     AuthError,
+    HeadersTooLarge,
     MethodNotAllowed,
     PayloadError,
     PayloadTooDeep,
@@ -37,6 +38,9 @@ from .errors import (
     VerificationFailed,
     WebhookError,
 )
+
+#: Header bytes (names and values) accepted at most: 360dialog sends a handful of short headers.
+MAX_HEADER_BYTES = 32 * 1024
 
 __all__ = ["Core", "Job", "Response", "parse_content_length"]
 
@@ -135,6 +139,7 @@ class Core:
             AuthError: _json_response(401, {"error": "unauthorized"}, challenge),
             MethodNotAllowed: _json_response(405, {"error": "method not allowed"}, (("allow", allow),)),
             VerificationFailed: _json_response(403, {"error": "verification failed"}),
+            HeadersTooLarge: _json_response(431, {"error": "request headers too large"}, (("connection", "close"),)),
             PayloadError: _json_response(400, {"error": "body is not a JSON object"}),
             # The unread rest of the body makes the connection unusable: close it.
             PayloadTooLarge: _json_response(
@@ -163,6 +168,9 @@ class Core:
             if method == "GET" and self._verify_token is not None:
                 return self.handshake(query)
             return self.reject(MethodNotAllowed())
+        # Some servers (uvicorn with httptools) set no limit of their own on header size.
+        if sum(len(name) + len(value) for name, value in headers.items()) > MAX_HEADER_BYTES:
+            return self.reject(HeadersTooLarge())
         # Header-only schemes decide here; signature schemes refuse a missing or malformed signature
         # here too, so an unauthenticated client cannot make us read a body.
         if not precheck(self.auth, headers):

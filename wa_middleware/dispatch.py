@@ -126,8 +126,9 @@ class Dispatcher:
 
     def units(self, events: list[Event], message_id: str) -> list[Unit]:
         """The units of a delivery in the order they run: events in order, callbacks in registration order."""
-        metrics.events_decoded(event.kind for event in events)
-        units: list[Unit] = []
+        units = _Units()
+        # Counted when the delivery runs, not here: a peeked batch may be planned by several workers.
+        units.kinds = [event.kind for event in events]
         for event in events:
             key: str | None = None
             for callback in self.registry.matching(event):
@@ -210,6 +211,7 @@ class Dispatcher:
             units = self.units(
                 decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id
             )
+        metrics.events_decoded(getattr(units, "kinds", ()))
         ops: list[Any] = []
         blocked: set[str] = set()
         stopped: set[int] = set()  # events on which a callback raised StopPropagation
@@ -388,6 +390,16 @@ _chain = threading.local()
 #: Lane heads one message may run back to back before the rest go through the queue again, so a
 #: thread is not kept by one busy conversation for ever.
 CHAIN_BUDGET = 32
+
+
+class _Units(list[Unit]):
+    """The units of one delivery, with the kinds of all its events (for the events metric)."""
+
+    __slots__ = ("kinds",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: list[str] = []
 
 
 def _dispatch_args(message: dramatiq.Message[Any]) -> tuple[bytes, int, str | None]:

@@ -42,6 +42,12 @@ class PayloadTooDeep(PayloadError):
     """The JSON body nests deeper than the decoder allows (msgspec's limit, about 1,000 levels)."""
 
 
+class HeadersTooLarge(WebhookError):
+    """The request headers add up to more than the cap: no real delivery comes close."""
+
+    status = 431
+
+
 class PayloadTooLarge(WebhookError):
     """The body is larger than the configured cap."""
 
