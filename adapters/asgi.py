@@ -24,7 +24,8 @@ logger = logging.getLogger("wa_middleware.request")
 
 
 class WebhookMiddleware:
-    """Serve ``POST webhook.path`` in front of any ASGI app; everything else passes through.
+    """Serve ``webhook.path`` (POST deliveries; GET for Meta's handshake) in front of any ASGI app;
+    everything else passes through.
 
     :param app: the wrapped ASGI application.
     :param webhook: the `Webhook` to serve.

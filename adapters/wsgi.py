@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -21,7 +20,8 @@ __all__ = ["WebhookMiddleware"]
 
 
 class WebhookMiddleware:
-    """Serve ``POST webhook.path`` in front of any WSGI app; everything else passes through.
+    """Serve ``webhook.path`` (POST deliveries; GET for Meta's handshake) in front of any WSGI app;
+    everything else passes through.
 
     :param app: the wrapped WSGI application.
     :param webhook: the `Webhook` to serve.
@@ -68,10 +68,6 @@ class WebhookMiddleware:
         query = environ.get("QUERY_STRING", "")
         early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length, query)
         if early is not None:
-            if content_length and 0 < content_length <= core.max_body_size:
-                # Drain a body we will not use, so the connection can serve the next request.
-                with contextlib.suppress(Exception):
-                    environ["wsgi.input"].read(content_length)
             return early
         body = _read_body(environ, content_length, core.max_body_size, core.body_timeout)
         if body is None:

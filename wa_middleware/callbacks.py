@@ -192,4 +192,11 @@ def _background_loop() -> asyncio.AbstractEventLoop:
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run an async callback to completion from a worker thread."""
-    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
+    future = asyncio.run_coroutine_threadsafe(coro, _background_loop())
+    try:
+        return future.result()
+    except BaseException:
+        # Interrupted (dramatiq's time limit, shutdown): stop the coroutine too, so its retry
+        # never runs alongside a copy still going on the loop.
+        future.cancel()
+        raise

@@ -46,6 +46,8 @@ class _PlanningConsumer(_RedisConsumer):
     def ack(self, message: Any) -> None:
         acked = self.broker.dispatcher.acked
         rid = message.options.get("redis_message_id")
+        # A plan its actor never took (a message a middleware skipped, a foreign actor) ends here.
+        self.broker.dispatcher.plans.pop(rid, None)
         if rid in acked:  # already acked by the finish script of this delivery
             acked.discard(rid)
             self.queued_message_ids.discard(message.message_id)
@@ -53,7 +55,9 @@ class _PlanningConsumer(_RedisConsumer):
         super().ack(message)  # type: ignore[no-untyped-call]
 
     def nack(self, message: Any) -> None:
-        self.broker.dispatcher.acked.discard(message.options.get("redis_message_id"))
+        rid = message.options.get("redis_message_id")
+        self.broker.dispatcher.plans.pop(rid, None)
+        self.broker.dispatcher.acked.discard(rid)
         super().nack(message)  # type: ignore[no-untyped-call]
 
     def _fetch(self, count: int) -> list[Any]:

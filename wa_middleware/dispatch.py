@@ -207,10 +207,10 @@ class Dispatcher:
         _chain.budget = CHAIN_BUDGET
         plan, units = self._take_plan(message)
         if units is None:
-            body, received_at, delivery_id = _dispatch_args(message)
-            units = self.units(
-                decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id
-            )
+            # Planning failed when the message was taken (it then claimed nothing): never run it
+            # against that empty plan. Failing makes dramatiq retry it, planned afresh, and
+            # dead-letter it if it keeps failing.
+            raise RuntimeError(f"delivery {message.message_id} could not be planned; retrying it")
         metrics.events_decoded(getattr(units, "kinds", ()))
         ops: list[Any] = []
         blocked: set[str] = set()
@@ -314,13 +314,16 @@ class Dispatcher:
                 _chain.budget -= 1
                 try:
                     self._run_unit(dramatiq.Message.decode(data), chained=True)
-                except Exception:
-                    # Not run to its finish (Redis trouble?): give it and the rest back to the queue,
-                    # as dramatiq does with prefetched messages, rather than leave them in our acks.
+                except BaseException as exc:
+                    # Not run to its finish (Redis trouble, a time limit, shutdown): give it and the
+                    # rest back to the queue, as dramatiq does with prefetched messages, rather than
+                    # leave them in our acks, where a live worker's heartbeat would keep them for ever.
                     heads = [head, *_chain.pending[::2]]
                     _chain.pending = []
                     logger.exception("wa-middleware: a chained lane head failed; requeueing %d", len(heads))
                     self.broker.do_requeue(self.queue_name, *heads)
+                    if not isinstance(exc, Exception):
+                        raise
         finally:
             _chain.active = False
 

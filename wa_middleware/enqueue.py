@@ -224,7 +224,7 @@ class SyncEnqueuer:
     them writes all queued messages in one round trip when the previous write returns
     (leader/follower hand-over), so no background thread is needed.
 
-    Time bound: a write may take ``timeout / 2`` (connect and reply each), and the lead is only
+    Time bound: a write may take ``timeout / 2`` (connect and reply a quarter each), and the lead is only
     handed to a waiting thread with at least that much of its ``timeout`` left (older ones ride
     along in its write). So a request answers within about ``timeout`` even when Redis hangs.
     """
@@ -236,8 +236,10 @@ class SyncEnqueuer:
         self._write_timeout = timeout / 2
         self._client = redis.Redis.from_url(
             url,
-            socket_timeout=self._write_timeout,
-            socket_connect_timeout=self._write_timeout,
+            # Connect and reply share the write's budget, so one write never takes more than
+            # _write_timeout, and a thread handed the lead with that much left keeps its bound.
+            socket_timeout=self._write_timeout / 2,
+            socket_connect_timeout=self._write_timeout / 2,
             retry=Retry(NoBackoff(), _NO_RETRY),
         )
         self._list_key, self._hash_key = queue_keys(namespace, queue_name)
@@ -293,10 +295,14 @@ class SyncEnqueuer:
                 self._list_key, self._hash_key, self._recording, [(s.message_id, s.data) for s in batch]
             )
             self._script(keys=keys, args=args)
-        except Exception as exc:
+        except BaseException as exc:
+            # Whatever stopped the write (even a BaseException tearing this thread down), the other
+            # requests of the batch must not answer 200 for something that may not be stored.
             error = QueueUnavailable(type(exc).__name__)
             for s in batch:
                 s.error = error
+            if not isinstance(exc, Exception):
+                raise
         finally:
             # Even on a BaseException (a worker being torn down) the lead must move on, or every
             # later request would wait for a leader that never comes.

@@ -229,7 +229,7 @@ class QueueDepthCollector:
         try:
             pipe = self._redis().pipeline(transaction=False)
             pipe.llen(ready)
-            pipe.zcard(f"{ready}.DQ")  # dramatiq's delay queue: retries waiting for their time
+            pipe.llen(f"{ready}.DQ")  # the delay queue (retries waiting for their time) is a list too
             pipe.zcard(f"{ready}.XQ")  # dramatiq's dead-letter queue
             depth = pipe.execute()
         except Exception:

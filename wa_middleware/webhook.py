@@ -40,12 +40,12 @@ class Webhook:
     :param auth: how deliveries authenticate, e.g. ``BasicAuth("user", "pass")``; a list of
         schemes means all of them (`AllOf`). Required: pass ``NoAuth()`` to accept
         unauthenticated deliveries knowingly.
-    :param path: the path the middleware serves (``POST`` only).
+    :param path: the path the middleware serves (``POST``; ``GET`` only for Meta's handshake).
     :param broker_url: Redis URL of the dramatiq broker. None: ``WA_BROKER_URL``, else the
         embedded Valkey server kept in ``data_dir``.
     :param max_body_size: body cap in bytes; larger bodies get a 413.
     :param enqueue_timeout: seconds Redis has to acknowledge a delivery before the answer is a 503.
-    :param body_timeout: seconds a client has to send the whole body (ASGI: 408 after that).
+    :param body_timeout: seconds a client has to send the whole body (408 after that; WSGI: under gunicorn).
     :param verify_token: answer Meta's subscription handshake (``GET path?hub.mode=subscribe...``)
         when ``hub.verify_token`` equals this; without it a GET is a 405.
     :param queue_name: the dramatiq queue deliveries go to.
@@ -405,11 +405,13 @@ class Webhook:
             await enqueuer.aclose()
 
     def close(self) -> None:
-        """Close the WSGI enqueuer and stop the dev worker, if any."""
+        """Close the WSGI enqueuer and the broker's connections, and stop the dev worker, if any."""
         if self._sync_enqueuer is not None:
             self._sync_enqueuer.close()
             self._sync_enqueuer = None
         self.stop_dev_worker()
+        if self._broker is not None:
+            self._broker.client.close()
 
     def _prepare(self) -> str:
         url = self.broker_url
