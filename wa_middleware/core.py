@@ -135,20 +135,21 @@ class Core:
 
         challenge = (("www-authenticate", auth.challenge),) if auth.challenge else ()
         self._ok = _json_response(200, {"status": "stored"})
-        self._responses: dict[type[WebhookError], Response] = {
-            AuthError: _json_response(401, {"error": "unauthorized"}, challenge),
-            MethodNotAllowed: _json_response(405, {"error": "method not allowed"}, (("allow", allow),)),
-            VerificationFailed: _json_response(403, {"error": "verification failed"}),
-            HeadersTooLarge: _json_response(431, {"error": "request headers too large"}, (("connection", "close"),)),
-            PayloadError: _json_response(400, {"error": "body is not a JSON object"}),
+        # One table: each error class names its status (errors.py), and says here what to tell the client.
+        close = (("connection", "close"),)
+        answers: dict[type[WebhookError], tuple[str, tuple[tuple[str, str], ...]]] = {
+            AuthError: ("unauthorized", challenge),
+            MethodNotAllowed: ("method not allowed", (("allow", allow),)),
+            VerificationFailed: ("verification failed", ()),
+            HeadersTooLarge: ("request headers too large", close),
+            PayloadError: ("body is not a JSON object", ()),
             # The unread rest of the body makes the connection unusable: close it.
-            PayloadTooLarge: _json_response(
-                413, {"error": f"body larger than {max_body_size} bytes"}, (("connection", "close"),)
-            ),
-            RequestTimeout: _json_response(408, {"error": "body not received in time"}, (("connection", "close"),)),
-            QueueUnavailable: _json_response(
-                503, {"error": "queue unavailable, retry later"}, (("retry-after", str(retry_after)),)
-            ),
+            PayloadTooLarge: (f"body larger than {max_body_size} bytes", close),
+            RequestTimeout: ("body not received in time", close),
+            QueueUnavailable: ("queue unavailable, retry later", (("retry-after", str(retry_after)),)),
+        }
+        self._responses: dict[type[WebhookError], Response] = {
+            cls: _json_response(cls.status, {"error": message}, extra) for cls, (message, extra) in answers.items()
         }
 
     def matches(self, path: str) -> bool:
