@@ -23,8 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import redis
+
+from wa_middleware import testing
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -32,36 +33,14 @@ QUEUE = "wa_middleware"
 
 
 def delivery(conversation: int, seq: int) -> bytes:
-    user = f"49151{conversation:08d}"
-    return msgspec.json.encode(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "200000000000001",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1000001"},
-                                "contacts": [{"profile": {"name": "Bench"}, "wa_id": user}],
-                                "messages": [
-                                    {
-                                        "from": user,
-                                        "id": f"wamid.B{conversation}.{seq}.{uuid.uuid4().hex[:8]}",
-                                        "timestamp": "1700000000",
-                                        "type": "text",
-                                        "text": {"body": f"message {seq}"},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    )
+    return testing.text(
+        f"message {seq}",
+        sender=f"49151{conversation:08d}",
+        name="Bench",
+        id=f"wamid.B{conversation}.{seq}.{uuid.uuid4().hex[:8]}",
+        timestamp="1700000000",
+        phone_number_id="1000001",
+    ).to_bytes()
 
 
 def preload(client: redis.Redis, namespace: str, messages: list[tuple[str, bytes]]) -> None:

@@ -48,35 +48,27 @@ def _paths(webhook: Webhook) -> tuple[str | None, str | None]:
 
 def asgi_routes(webhook: Webhook) -> dict[str, Any]:
     """``{path: ASGI app}`` of the endpoints ``webhook`` enables (often empty)."""
-    _warm_up()
-    health_path, metrics_path = _paths(webhook)
-    routes: dict[str, Any] = {}
-    if health_path is not None:
-        from .health import HealthCheck
-
-        routes[health_path] = HealthCheck(webhook).asgi
-    if metrics_path is not None:
-        import prometheus_client
-
-        from . import metrics
-
-        routes[metrics_path] = prometheus_client.make_asgi_app(metrics.exposition_registry(webhook))
-    return routes
+    return _routes(webhook, "asgi")
 
 
 def wsgi_routes(webhook: Webhook) -> dict[str, Any]:
     """``{path: WSGI app}`` of the endpoints ``webhook`` enables (often empty)."""
+    return _routes(webhook, "wsgi")
+
+
+def _routes(webhook: Webhook, flavour: str) -> dict[str, Any]:
     _warm_up()
     health_path, metrics_path = _paths(webhook)
     routes: dict[str, Any] = {}
     if health_path is not None:
         from .health import HealthCheck
 
-        routes[health_path] = HealthCheck(webhook).wsgi
+        routes[health_path] = getattr(HealthCheck(webhook), flavour)
     if metrics_path is not None:
         import prometheus_client
 
         from . import metrics
 
-        routes[metrics_path] = prometheus_client.make_wsgi_app(metrics.exposition_registry(webhook))
+        make = prometheus_client.make_asgi_app if flavour == "asgi" else prometheus_client.make_wsgi_app
+        routes[metrics_path] = make(metrics.exposition_registry(webhook))
     return routes

@@ -11,51 +11,22 @@ from typing import Any
 
 import httpx
 
+from wa_middleware import testing
+
 AUTH = ("testuser", "testpass")
 PHONE_ID = "100000000000001"
 
 
 def text_delivery(user: str, body: str, message_id: str) -> bytes:
-    return json.dumps(
-        {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": "200000000000001",
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_ID},
-                                "contacts": [{"profile": {"name": "Test"}, "wa_id": user}],
-                                "messages": [
-                                    {
-                                        "from": user,
-                                        "id": message_id,
-                                        "timestamp": "1700000000",
-                                        "type": "text",
-                                        "text": {"body": body},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-    ).encode()
+    return testing.text(
+        body, sender=user, name="Test", id=message_id, timestamp="1700000000", phone_number_id=PHONE_ID
+    ).to_bytes()
 
 
 def status_delivery(user: str, message_id: str, status: str) -> bytes:
-    value = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_ID},
-        "statuses": [{"id": message_id, "status": status, "timestamp": "1700000000", "recipient_id": user}],
-    }
-    envelope = {"object": "whatsapp_business_account", "entry": [{"id": "200000000000001", "changes": []}]}
-    envelope["entry"][0]["changes"] = [{"field": "messages", "value": value}]  # type: ignore[index]
-    return json.dumps(envelope).encode()
+    return testing.status(
+        status, message_id=message_id, recipient=user, timestamp="1700000000", pricing=False, phone_number_id=PHONE_ID
+    ).to_bytes()
 
 
 def post(client: httpx.Client, url: str, body: bytes) -> int:
