@@ -8,15 +8,16 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from wa_middleware import metrics, ops
-from wa_middleware.core import parse_content_length
+from wa_middleware import metrics
 from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
+from wa_middleware.web import routes
+from wa_middleware.web.core import parse_content_length
 from wa_middleware.webhook import Webhook
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from wa_middleware.core import Response
+    from wa_middleware.web.core import Response
 
 __all__ = ["WebhookMiddleware"]
 
@@ -37,7 +38,7 @@ class WebhookMiddleware:
         self.app = app
         self.webhook = webhook
         self.core = webhook.core
-        self.ops = ops.asgi_routes(webhook)  # health_path / metrics_path, when enabled
+        self.ops = routes.asgi_routes(webhook)  # health_path / metrics_path, when enabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.core.matches(scope["path"]):

@@ -6,15 +6,16 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from wa_middleware import metrics, ops
-from wa_middleware.core import parse_content_length
+from wa_middleware import metrics
 from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
+from wa_middleware.web import routes
+from wa_middleware.web.core import parse_content_length
 from wa_middleware.webhook import Webhook
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from wa_middleware.core import Response
+    from wa_middleware.web.core import Response
 
 __all__ = ["WebhookMiddleware"]
 
@@ -33,7 +34,7 @@ class WebhookMiddleware:
         self.app = app
         self.webhook = webhook
         self.core = webhook.core
-        self.ops = ops.wsgi_routes(webhook)  # health_path / metrics_path, when enabled
+        self.ops = routes.wsgi_routes(webhook)  # health_path / metrics_path, when enabled
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not self.core.matches(environ.get("PATH_INFO", "")):

@@ -54,8 +54,8 @@ def preload(client: redis.Redis, namespace: str, messages: list[tuple[str, bytes
 
 
 def wa_messages(events: int, conversations: int) -> list[tuple[str, bytes]]:
-    from wa_middleware.auth import NoAuth
-    from wa_middleware.core import Core
+    from wa_middleware.web.auth import NoAuth
+    from wa_middleware.web.core import Core
 
     core = Core(path="/webhook", auth=NoAuth(), max_body_size=1 << 20, queue_name=QUEUE,
                 actor_name="wa.dispatch", enqueue_timeout=1.0)  # fmt: skip

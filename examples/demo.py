@@ -65,7 +65,7 @@ def free_port() -> int:
 
 
 def main() -> int:
-    from wa_middleware.embedded import stop_server
+    from wa_middleware.web.embedded import stop_server
 
     data_dir = tempfile.mkdtemp(prefix="wa-demo-")
     port = free_port()

@@ -166,7 +166,7 @@ import os
 from starlette.applications import Starlette
 from starlette.routing import Route
 from wa_middleware import BasicAuth, Webhook
-from wa_middleware.health import HealthCheck
+from wa_middleware.web.health import HealthCheck
 
 wa = Webhook(
     auth=BasicAuth("user", "pass"),

@@ -53,6 +53,6 @@ def test_example_receives_and_runs_callback(example: str, tmp_path: Path) -> Non
     finally:
         proc.terminate()
         proc.wait(15)
-        from wa_middleware.embedded import stop_server
+        from wa_middleware.web.embedded import stop_server
 
         stop_server(tmp_path / "data")

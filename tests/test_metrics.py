@@ -21,7 +21,7 @@ prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from wa_middleware import NoAuth, Webhook, metrics  # noqa: E402
-from wa_middleware.commands import SAMPLE_DELIVERY  # noqa: E402
+from wa_middleware.cli.commands import SAMPLE_DELIVERY  # noqa: E402
 
 DELIVERY = json.dumps(SAMPLE_DELIVERY).encode()
 AUTH = "Basic " + base64.b64encode(b"user:pass").decode()
@@ -88,7 +88,7 @@ def test_worker_side_metrics(broker: str) -> None:
     """A real dramatiq worker: events, runs, failures, a retry, then the dead letter of the retried callback."""
     import dramatiq
 
-    from wa_middleware.encoder import install
+    from wa_middleware.worker.encoder import install
 
     queue = f"wa-ops-metrics-{uuid.uuid4().hex[:8]}"
     wa = Webhook(auth=NoAuth(), broker_url=broker, queue_name=queue, max_retries=1, min_backoff=10, max_backoff=20)
@@ -136,7 +136,7 @@ def test_dead_letter_without_retries(broker: str) -> None:
 
     import dramatiq
 
-    from wa_middleware.encoder import install
+    from wa_middleware.worker.encoder import install
 
     install()
     worker = dramatiq.Worker(wa.broker, queues={queue}, worker_threads=1, worker_timeout=50)

@@ -1,9 +1,6 @@
 """Receive WhatsApp Business webhooks in any ASGI or WSGI app; run callbacks in dramatiq workers."""
 
 from ._version import __version__
-from .auth import AllOf, AnyOf, Auth, BasicAuth, Dialog360Signature, HeaderAuth, HubSignature256, NoAuth
-from .callbacks import StopPropagation
-from .decode import Event, decode_delivery
 from .errors import (
     AuthError,
     ConfigurationError,
@@ -13,7 +10,9 @@ from .errors import (
     VerificationFailed,
     WebhookError,
 )
-from .models import (
+from .events.callbacks import StopPropagation
+from .events.decode import Event, decode_delivery
+from .events.models import (
     Change,
     Contact,
     Error,
@@ -22,6 +21,7 @@ from .models import (
     Metadata,
     Status,
 )
+from .web.auth import AllOf, AnyOf, Auth, BasicAuth, Dialog360Signature, HeaderAuth, HubSignature256, NoAuth
 from .webhook import Webhook
 
 __all__ = [

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector, CollectorRegistry
 
-    from .webhook import Webhook
+    from .settings import BrokerLink
 
 __all__ = [
     "AVAILABLE",
@@ -202,7 +202,7 @@ class QueueDepthCollector:
     :param timeout: seconds Redis has to answer; a scrape never hangs on a dead broker.
     """
 
-    def __init__(self, webhook: Webhook, timeout: float = 1.0) -> None:
+    def __init__(self, webhook: BrokerLink, timeout: float = 1.0) -> None:
         self.webhook = webhook
         self.timeout = timeout
         self._client: Any = None
@@ -221,16 +221,14 @@ class QueueDepthCollector:
         yield _family()
 
     def collect(self) -> Iterator[Any]:
-        from .enqueue import queue_keys
-
-        queue = self.webhook.queue_name
+        keys = self.webhook.keys
+        queue = keys.queue_name
         family = _family()
-        ready, _ = queue_keys(self.webhook.namespace, queue)
         try:
             pipe = self._redis().pipeline(transaction=False)
-            pipe.llen(ready)
-            pipe.llen(f"{ready}.DQ")  # the delay queue (retries waiting for their time) is a list too
-            pipe.zcard(f"{ready}.XQ")  # dramatiq's dead-letter queue
+            pipe.llen(keys.queue)
+            pipe.llen(keys.delay_queue)  # the delay queue (retries waiting for their time) is a list too
+            pipe.zcard(keys.dead_letters)  # dramatiq's dead-letter queue
             depth = pipe.execute()
         except Exception:
             return  # no sample beats a wrong one; the health check reports the broker
@@ -242,14 +240,14 @@ class QueueDepthCollector:
 _collectors: dict[tuple[int, str, str], QueueDepthCollector] = {}
 
 
-def watch_queue(webhook: Webhook, registry: CollectorRegistry | None = None) -> None:
+def watch_queue(webhook: BrokerLink, registry: CollectorRegistry | None = None) -> None:
     """Export the queue depth of ``webhook`` (once per registry, namespace and queue)."""
     if not AVAILABLE:
         return
     import prometheus_client
 
     reg = registry if registry is not None else prometheus_client.REGISTRY
-    key = (id(reg), webhook.namespace, webhook.queue_name)
+    key = (id(reg), webhook.keys.namespace, webhook.keys.queue_name)
     with _lock:
         if key not in _collectors:
             collector = QueueDepthCollector(webhook)
@@ -257,7 +255,7 @@ def watch_queue(webhook: Webhook, registry: CollectorRegistry | None = None) -> 
             _collectors[key] = collector
 
 
-def exposition_registry(webhook: Webhook) -> CollectorRegistry:
+def exposition_registry(webhook: BrokerLink) -> CollectorRegistry:
     """The registry ``metrics_path`` serves: the default one, or with ``PROMETHEUS_MULTIPROC_DIR``
     set (several web processes), one that sums the samples of every process. Queue depth included."""
     if not AVAILABLE:
@@ -276,7 +274,7 @@ def exposition_registry(webhook: Webhook) -> CollectorRegistry:
     return registry
 
 
-def serve_worker_metrics(port: int, webhook: Webhook, *, addr: str = "0.0.0.0") -> None:
+def serve_worker_metrics(port: int, webhook: BrokerLink, *, addr: str = "0.0.0.0") -> None:
     """Serve the samples of every worker process (prometheus_client's multiprocess mode) and the queue depth.
 
     ``PROMETHEUS_MULTIPROC_DIR`` must have been set before ``prometheus_client`` was first

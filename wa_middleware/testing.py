@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from .callbacks import Callback
-from .decode import Event, decode_delivery
+from .events.callbacks import Callback
+from .events.decode import Event, decode_delivery
+from .events.run import pairs, run_callbacks
 
 if TYPE_CHECKING:
     from .webhook import Webhook
@@ -489,16 +490,15 @@ def run(
     received = received_at if received_at is not None else int(time.time() * 1000)
     events = decode_delivery(_body(delivery), delivery_id=delivery_id, received_at=received)
     calls: list[Call] = []
-    for event in events:
-        for callback in webhook.registry.matching(event):
-            try:
-                callback(event)
-            except Exception as exc:
-                if raise_errors:
-                    raise
-                calls.append(Call(callback, event, exc))
-            else:
-                calls.append(Call(callback, event))
+    # The worker's own loop and error policy (`wa_middleware.events.run`).
+    for outcome in run_callbacks(pairs(webhook.registry, events)):
+        if outcome.state == "skipped":
+            continue  # an earlier callback raised StopPropagation
+        error = outcome.error
+        if error is not None and raise_errors:
+            raise error
+        assert error is None or isinstance(error, Exception)
+        calls.append(Call(outcome.item.callback, outcome.item.event, error))
     return Result(events, calls)
 
 
@@ -588,7 +588,7 @@ def post(
 
     request_headers = {"content-type": "application/json", "user-agent": "wa-middleware-testing"}
     if auth is not None:
-        from .auth import BasicAuth
+        from .web.auth import BasicAuth
 
         request_headers["authorization"] = BasicAuth.header_value(*auth)
     request_headers.update(headers or {})

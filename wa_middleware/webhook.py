@@ -11,21 +11,25 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import ops
-from .auth import AllOf, Auth, NoAuth
-from .callbacks import Registry
-from .core import Core
-from .decode import Event, EventKind, decode_delivery
-from .dispatch import Dispatcher
-from .embedded import DEFAULT_DATA_DIR, ensure_server
-from .enqueue import AsyncEnqueuer, Recording, SyncEnqueuer
 from .errors import ConfigurationError
-from .filters import StrFilter, compile_filters
-from .replay import record_key
+from .events.callbacks import Registry
+from .events.decode import Event, EventKind, decode_delivery
+from .events.filters import StrFilter, compile_filters
+from .events.run import pairs, run_all
+from .keys import KeyLayout
+from .settings import WorkerSettings
+from .web import routes
+from .web.auth import AllOf, Auth, NoAuth
+from .web.core import Core
+from .web.embedded import DEFAULT_DATA_DIR, ensure_server
+from .web.enqueue import AsyncEnqueuer, Recording, SyncEnqueuer
 
 if TYPE_CHECKING:
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
+
+    from .worker.broker import Runtime
+    from .worker.dispatch import Dispatcher
 
 __all__ = ["Webhook"]
 
@@ -125,7 +129,7 @@ class Webhook:
             raise ConfigurationError("max_retries must be >= 0")
         if record and (record_max_count <= 0 or record_max_age <= 0):
             raise ConfigurationError("record_max_count and record_max_age must be positive")
-        ops.check_paths(path, health_path, metrics_path)
+        routes.check_paths(path, health_path, metrics_path)
         if dedupe_ttl <= 0:
             raise ConfigurationError("dedupe_ttl must be positive")
         if not 1 <= recovery_timeout <= 3600:
@@ -135,58 +139,56 @@ class Webhook:
         self.auth = auth
         self.path = path
         self.record = record
-        self.recording = (
-            Recording(record_key(namespace, queue_name), record_max_count, record_max_age) if record else None
-        )
         self.health_path = health_path
         self.metrics_path = metrics_path
         self.name = name
         self.queue_name = queue_name
         self.namespace = namespace
-        self.max_retries = max_retries
-        self.min_backoff = min_backoff
-        self.max_backoff = max_backoff
         self.data_dir = data_dir
-        self.ordered = ordered
-        self.dedupe_ttl = dedupe_ttl
-        self.recovery_timeout = recovery_timeout
-        self.dev = dev if dev is not None else os.environ.get("WA_DEV", "") not in ("", "0", "false")
-        self._broker_url = broker_url or os.environ.get("WA_BROKER_URL") or None
-        self.dispatch_actor_name = f"{name}.dispatch"
-        self.callback_actor_name = f"{name}.callback"
-        self.core = Core(
-            path=path,
-            auth=auth,
-            max_body_size=max_body_size,
+        #: Every Redis key name (shared with the worker, the Lua scripts and the tooling).
+        self.keys = KeyLayout(namespace=namespace, queue_name=queue_name, name=name)
+        #: How the worker runs callbacks.
+        self.settings = WorkerSettings(
+            name=name,
             queue_name=queue_name,
-            actor_name=self.dispatch_actor_name,
-            enqueue_timeout=enqueue_timeout,
-            body_timeout=body_timeout,
-            verify_token=verify_token,
-        )
-        self.registry = Registry()
-        self.dispatcher = Dispatcher(
-            registry=self.registry,
-            prefix=f"{namespace}:{name}",
-            namespace=namespace,
-            queue_name=queue_name,
-            dispatch_actor=self.dispatch_actor_name,
-            unit_actor=self.callback_actor_name,
             ordered=ordered,
             dedupe_ttl=dedupe_ttl,
             max_retries=max_retries,
             min_backoff=min_backoff,
             max_backoff=max_backoff,
             skip_stale_statuses=skip_stale_statuses,
+            recovery_timeout=recovery_timeout,
         )
+        self.recording = Recording(self.keys.recorded, record_max_count, record_max_age) if record else None
+        self.dev = dev if dev is not None else os.environ.get("WA_DEV", "") not in ("", "0", "false")
+        self._broker_url = broker_url or os.environ.get("WA_BROKER_URL") or None
+        self.core = Core(
+            path=path,
+            auth=auth,
+            max_body_size=max_body_size,
+            queue_name=queue_name,
+            actor_name=self.settings.dispatch_actor,
+            enqueue_timeout=enqueue_timeout,
+            body_timeout=body_timeout,
+            verify_token=verify_token,
+        )
+        self.registry = Registry()
         self._lock = threading.RLock()
         self._async_enqueuers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEnqueuer] = (
             weakref.WeakKeyDictionary()
         )
         self._sync_enqueuer: SyncEnqueuer | None = None
-        self._broker: RedisBroker | None = None
-        self._actors: dict[str, dramatiq.Actor[Any, Any]] = {}
-        self._dev_worker: dramatiq.Worker | None = None
+        self._runtime: Runtime | None = None
+
+    # The worker's settings, by name, as before they were grouped.
+    ordered = property(lambda self: self.settings.ordered)
+    max_retries = property(lambda self: self.settings.max_retries)
+    min_backoff = property(lambda self: self.settings.min_backoff)
+    max_backoff = property(lambda self: self.settings.max_backoff)
+    dedupe_ttl = property(lambda self: self.settings.dedupe_ttl)
+    recovery_timeout = property(lambda self: self.settings.recovery_timeout)
+    dispatch_actor_name = property(lambda self: self.settings.dispatch_actor)
+    callback_actor_name = property(lambda self: self.settings.callback_actor)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -390,8 +392,7 @@ class Webhook:
             if enqueuer is None:
                 enqueuer = AsyncEnqueuer(
                     url,
-                    namespace=self.namespace,
-                    queue_name=self.queue_name,
+                    keys=self.keys,
                     timeout=self.core.enqueue_timeout,
                     recording=self.recording,
                 )
@@ -409,9 +410,8 @@ class Webhook:
         if self._sync_enqueuer is not None:
             self._sync_enqueuer.close()
             self._sync_enqueuer = None
-        self.stop_dev_worker()
-        if self._broker is not None:
-            self._broker.client.close()
+        if self._runtime is not None:
+            self._runtime.close()
 
     def _prepare(self) -> str:
         url = self.broker_url
@@ -425,8 +425,7 @@ class Webhook:
                 if self._sync_enqueuer is None:
                     self._sync_enqueuer = SyncEnqueuer(
                         self.broker_url,
-                        namespace=self.namespace,
-                        queue_name=self.queue_name,
+                        keys=self.keys,
                         timeout=self.core.enqueue_timeout,
                         recording=self.recording,
                     )
@@ -436,117 +435,70 @@ class Webhook:
     # -- worker side ---------------------------------------------------------------------
 
     @property
+    def runtime(self) -> Runtime:
+        """The worker side (broker, dispatcher, actors), built on first use: a web process that
+        never asks for it never imports dramatiq."""
+        if self._runtime is None:
+            with self._lock:
+                if self._runtime is None:
+                    from .worker.broker import Runtime
+
+                    self._runtime = Runtime(
+                        url=self.broker_url, registry=self.registry, settings=self.settings, keys=self.keys
+                    )
+        return self._runtime
+
+    @property
     def broker(self) -> RedisBroker:
         """The dramatiq broker with this webhook's actors declared on it; built on first use."""
-        if self._broker is None:
-            with self._lock:
-                if self._broker is None:
-                    self._broker = self._make_broker()
-        return self._broker
+        return self.runtime.broker
 
-    def _make_broker(self) -> RedisBroker:
-        import dramatiq
-        from dramatiq.middleware import CurrentMessage, Retries
-
-        from .consumer import WebhookBroker
-        from .recovery import Recovery
-
-        url = self._broker_url or ensure_server(self.data_dir)
-        self._broker_url = url
-        broker = WebhookBroker(
-            url=url,
-            namespace=self.namespace,
-            dispatcher=self.dispatcher,
-            heartbeat_timeout=int(self.recovery_timeout * 1000),
-        )
-        for middleware in broker.middleware:
-            # Retries here only cover a delivery whose dispatch itself failed (Redis unreachable):
-            # callback failures are retried per unit by the dispatcher.
-            if isinstance(middleware, Retries):
-                middleware.max_retries = self.max_retries
-                middleware.min_backoff = self.min_backoff
-                middleware.max_backoff = self.max_backoff
-        broker.add_middleware(CurrentMessage())
-        broker.add_middleware(Recovery(self.queue_name))
-        self.dispatcher.bind(broker)
-        self._actors["dispatch"] = dramatiq.actor(
-            broker=broker, actor_name=self.dispatch_actor_name, queue_name=self.queue_name, max_retries=self.max_retries
-        )(self._dispatch)
-        self._actors["callback"] = dramatiq.actor(
-            broker=broker, actor_name=self.callback_actor_name, queue_name=self.queue_name, max_retries=self.max_retries
-        )(self._run_unit)
-        return broker
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The worker's dispatcher (plans, runs and finishes deliveries)."""
+        return self.runtime.dispatcher
 
     def dispatch(self, body: bytes, *, delivery_id: str | None = None, received_at: int | None = None) -> list[Event]:
         """Decode a delivery and run every matching callback of every event, in order, in this thread.
 
         No deduplication and no ordering: this is the synchronous entry point for tests and tools.
-        A callback that raises does not stop the others; the first error is raised at the end.
+        It runs through the worker's callback loop (`wa_middleware.events.run`): a callback that
+        raises does not stop the others; the first error is raised at the end.
         """
         events = decode_delivery(body, delivery_id=delivery_id, received_at=received_at)
-        error: Exception | None = None
-        for event in events:
-            for callback in self.registry.matching(event):
-                try:
-                    callback(event)
-                except Exception as exc:
-                    name, kind = callback.name, event.kind
-                    logger.warning("callback %s failed on a %s event (%s)", name, kind, type(exc).__name__)
-                    error = error or exc
-        if error is not None:
-            raise error
+        report = run_all(pairs(self.registry, events))
+        for outcome in report.failures:
+            name, kind = outcome.item.callback.name, outcome.item.event.kind
+            logger.warning("callback %s failed on a %s event (%s)", name, kind, type(outcome.error).__name__)
+        report.raise_first()
         return events
 
     def stats(self) -> dict[str, int]:
         """Worker counters kept in Redis: ``duplicates`` skipped, ``dead_lettered``, ``stale_statuses`` skipped."""
-        raw: dict[bytes, bytes] = self.broker.client.hgetall(self.dispatcher.stats_key)  # type: ignore[assignment]
-        return {k.decode(): int(v) for k, v in raw.items()}
-
-    @staticmethod
-    def _current_message() -> dramatiq.Message[Any]:
-        from dramatiq.middleware import CurrentMessage
-
-        message = CurrentMessage.get_current_message()
-        if message is None:
-            raise RuntimeError("not running inside a dramatiq worker")
-        return message
-
-    def _dispatch(self, body: bytes, received_at: int, delivery_id: str | None = None) -> None:
-        self.dispatcher.run_delivery(self._current_message())
-
-    def _run_unit(self, *args: Any) -> None:
-        self.dispatcher.run_unit(self._current_message())
+        return self.runtime.stats()
 
     # -- dev mode ------------------------------------------------------------------------
 
     def _maybe_start_dev_worker(self) -> None:
-        if self.dev and self._dev_worker is None:
+        if self.dev and (self._runtime is None or self._runtime._worker is None):
             self.start_dev_worker()
 
     def start_dev_worker(self, threads: int = 2) -> dramatiq.Worker:
         """Run worker threads in this process: one command runs the app and its callbacks."""
         import atexit
 
-        import dramatiq
-
-        from .encoder import install
-
         with self._lock:
-            if self._dev_worker is None:
-                install()
-                worker = dramatiq.Worker(
-                    self.broker, queues={self.queue_name}, worker_threads=threads, worker_timeout=100
-                )
-                worker.start()
+            runtime = self.runtime
+            if runtime._worker is None:
+                worker = runtime.start_worker(threads)
                 atexit.register(worker.stop)
-                self._dev_worker = worker
                 logger.warning("wa-middleware: dev mode, %d worker threads run callbacks in this process", threads)
-        return self._dev_worker
+            assert runtime._worker is not None
+            return runtime._worker
 
     def stop_dev_worker(self) -> None:
-        if self._dev_worker is not None:
-            self._dev_worker.stop()
-            self._dev_worker = None
+        if self._runtime is not None:
+            self._runtime.stop_worker()
 
     def __repr__(self) -> str:
         return f"Webhook(path={self.path!r}, auth={self.auth!r}, callbacks={len(self.registry.callbacks)})"

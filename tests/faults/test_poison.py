@@ -12,8 +12,8 @@ import msgspec
 from tests.conftest import wait_until
 from tests.faults.harness import text_delivery
 from wa_middleware import BasicAuth, Message, Webhook
-from wa_middleware.deadletters import DeadLetters
-from wa_middleware.encoder import install
+from wa_middleware.ops.deadletters import DeadLetters
+from wa_middleware.worker.encoder import install
 
 
 def test_poison_message_goes_to_dead_letters(redis_url: str, namespace: str) -> None:

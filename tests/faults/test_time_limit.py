@@ -10,7 +10,7 @@ from dramatiq.middleware import TimeLimit
 from tests.conftest import wait_until
 from tests.faults.harness import text_delivery
 from wa_middleware import BasicAuth, Message, Webhook
-from wa_middleware.encoder import install
+from wa_middleware.worker.encoder import install
 
 
 def test_time_limit_is_a_unit_failure(redis_url: str, namespace: str) -> None:

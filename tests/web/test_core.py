@@ -1,0 +1,170 @@
+"""The sans-IO core: every decision of the request path, as tables."""
+
+from __future__ import annotations
+
+import base64
+
+import dramatiq
+import msgspec
+import pytest
+
+from wa_middleware import BasicAuth, NoAuth, Webhook
+from wa_middleware.errors import ConfigurationError, PayloadError, QueueUnavailable, WebhookError
+from wa_middleware.web.core import Core
+from wa_middleware.worker.encoder import MsgpackEncoder
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture
+def core() -> Core:
+    return Core(
+        path="/webhook",
+        auth=BasicAuth("testuser", "testpass"),
+        max_body_size=100,
+        queue_name="q",
+        actor_name="wa.dispatch",
+        enqueue_timeout=2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "method,headers,length,expected",
+    [
+        pytest.param("POST", basic("testuser", "testpass"), 10, None, id="ok"),
+        pytest.param("POST", basic("testuser", "testpass"), None, None, id="ok-no-length"),
+        pytest.param("POST", basic("testuser", "testpass"), 100, None, id="ok-at-cap"),
+        pytest.param("POST", basic("testuser", "testpass"), 101, 413, id="over-cap"),
+        pytest.param("POST", basic("testuser", "testpass"), -1, 400, id="bad-length"),
+        pytest.param("POST", {}, 10, 401, id="no-auth"),
+        pytest.param("POST", basic("testuser", "wrong"), 10, 401, id="wrong-password"),
+        pytest.param("POST", basic("other", "testpass"), 10, 401, id="wrong-user"),
+        pytest.param("POST", {"authorization": "Basic"}, 10, 401, id="basic-no-token"),
+        pytest.param("POST", {"authorization": "Basic !!!"}, 10, 401, id="basic-not-base64"),
+        pytest.param("POST", {"authorization": "Basic " + base64.b64encode(b"\xff\xfe").decode()}, 10, 401, id="bin"),
+        pytest.param("POST", {"authorization": "Bearer dGVzdHVzZXI6dGVzdHBhc3M="}, 10, 401, id="other-scheme"),
+        pytest.param("POST", {"authorization": "basic dGVzdHVzZXI6dGVzdHBhc3M="}, 10, None, id="scheme-any-case"),
+        pytest.param("POST", {"authorization": "x" * 10000}, 10, 401, id="huge-header"),
+        pytest.param("GET", basic("testuser", "testpass"), None, 405, id="get"),
+        pytest.param("PUT", basic("testuser", "testpass"), 10, 405, id="put"),
+        pytest.param("GET", {}, None, 405, id="method-before-auth"),
+        pytest.param("POST", {}, 10**9, 401, id="auth-before-size"),
+    ],
+)
+def test_start(core: Core, method: str, headers: dict[str, str], length: int | None, expected: int | None) -> None:
+    response = core.start(method, headers, length)
+    assert (response.status if response else None) == expected
+    if expected == 401:
+        assert response is not None and dict(response.headers)["www-authenticate"].startswith("Basic realm=")
+    if expected == 405:
+        assert response is not None and dict(response.headers)["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"hello", id="text"),
+        pytest.param(b"[1, 2]", id="array"),
+        pytest.param(b'"string"', id="string"),
+        pytest.param(b"null", id="null"),
+        pytest.param(b'{"a": 1', id="truncated"),
+        pytest.param(b'{"a": 1} trailing', id="trailing"),
+        pytest.param(b"\xff\xfe{}", id="binary"),
+    ],
+)
+def test_finish_rejects_what_is_not_a_json_object(core: Core, body: bytes) -> None:
+    with pytest.raises(PayloadError):
+        core.finish(basic("testuser", "testpass"), body)
+    assert core.reject(PayloadError()).status == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"{}", id="empty-object"),
+        pytest.param(b'{"object": "whatsapp_business_account", "entry": []}', id="envelope"),
+        pytest.param(b'{"unknown": {"deep": [1, 2, {"x": null}]}}', id="unknown-fields"),
+        pytest.param(b'  {"statuses": []}\n', id="whitespace"),
+    ],
+)
+def test_finish_builds_a_stock_dramatiq_message(core: Core, body: bytes) -> None:
+    job = core.finish(basic("testuser", "testpass"), body)
+    message = dramatiq.Message(**MsgpackEncoder().decode(job.data))
+    assert message.queue_name == "q"
+    assert message.actor_name == "wa.dispatch"
+    assert message.message_id == job.message_id == message.options["redis_message_id"]
+    delivered, received_at, delivery_id = message.args
+    assert delivered == body  # the body travels as bytes, untouched
+    assert received_at == message.message_timestamp
+    assert delivery_id == job.message_id
+    assert core.finish(basic("testuser", "testpass"), body).message_id != job.message_id
+
+
+@pytest.mark.parametrize(
+    "error,status",
+    [
+        pytest.param(QueueUnavailable("down"), 503, id="queue"),
+        pytest.param(PayloadError(), 400, id="payload"),
+        pytest.param(WebhookError(), 503, id="base-class-is-retryable"),
+    ],
+)
+def test_reject_maps_each_error_to_one_status(core: Core, error: WebhookError, status: int) -> None:
+    response = core.reject(error)
+    assert response.status == status
+    body = msgspec.json.decode(response.body)
+    assert "error" in body
+    if status == 503:
+        assert dict(response.headers)["retry-after"] == "5"
+
+
+def test_unexpected_errors_never_become_200_or_500(core: Core) -> None:
+    response = core.internal_error(RuntimeError("bug"))
+    assert response.status == 503
+    assert b"bug" not in response.body and b"Traceback" not in response.body
+
+
+def test_no_secret_in_rejection_logs(core: Core, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    core.start("POST", basic("testuser", "s3cr3t-value"), 10)
+    with pytest.raises(PayloadError):
+        core.finish({}, b"private message body")
+    core.reject(PayloadError())
+    assert "s3cr3t" not in caplog.text and "private message body" not in caplog.text
+    assert "status=401" in caplog.text and "status=400" in caplog.text
+
+
+def test_basic_auth_accepts_rotated_credentials() -> None:
+    auth = BasicAuth("user", "new", also=[("user", "old")])
+    assert auth.verify(basic("user", "new"), None)
+    assert auth.verify(basic("user", "old"), None)
+    assert not auth.verify(basic("user", "older"), None)
+    assert BasicAuth.header_value("user", "new") == basic("user", "new")["authorization"]
+    assert "new" not in repr(auth)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({}, id="no-auth"),
+        pytest.param({"auth": "user:pass"}, id="auth-not-a-scheme"),
+        pytest.param({"auth": NoAuth(), "path": "webhook"}, id="relative-path"),
+        pytest.param({"auth": NoAuth(), "max_body_size": 0}, id="no-body"),
+        pytest.param({"auth": NoAuth(), "enqueue_timeout": 6}, id="timeout-beyond-sender"),
+        pytest.param({"auth": NoAuth(), "max_retries": -1}, id="negative-retries"),
+    ],
+)
+def test_webhook_refuses_bad_configuration(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        Webhook(broker_url="redis://127.0.0.1:1/0", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "user,password",
+    [pytest.param("", "x", id="empty-user"), pytest.param("a:b", "x", id="colon"), pytest.param("u", "", id="empty")],
+)
+def test_basic_auth_refuses_bad_credentials(user: str, password: str) -> None:
+    with pytest.raises(ValueError):
+        BasicAuth(user, password)

@@ -1,0 +1,300 @@
+"""The coalescing enqueuers against a private redis-server: batching, hung and dead Redis,
+recovery without a restart, and a pool that stays sound after timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import RedisServer
+from wa_middleware.errors import QueueUnavailable
+from wa_middleware.keys import KeyLayout
+from wa_middleware.web.enqueue import AsyncEnqueuer, SyncEnqueuer
+
+NS, QUEUE = "enq", "q"
+LIST, HASH = KeyLayout(NS, QUEUE).queue, KeyLayout(NS, QUEUE).messages
+TIMEOUT = 0.5
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    (tmp_path / "redis").mkdir()
+    srv = RedisServer(tmp_path / "redis")
+    srv.start()
+    yield srv
+    if srv.proc is not None:
+        srv.proc.send_signal(signal.SIGCONT)
+    srv.stop(signal.SIGKILL)
+
+
+def stored(server: RedisServer) -> tuple[list[bytes], dict[bytes, bytes]]:
+    client = server.client()
+    try:
+        return list(client.lrange(LIST, 0, -1)), dict(client.hgetall(HASH))
+    finally:
+        client.close()
+
+
+def ids(n: int) -> list[str]:
+    return [uuid.uuid4().hex for _ in range(n)]
+
+
+def check_consistent(server: RedisServer, acknowledged: set[str]) -> None:
+    """Every acknowledged id is in both the list and the hash, with its own body; no id twice."""
+    listed, bodies = stored(server)
+    assert len(listed) == len(set(listed))
+    assert {i.encode() for i in acknowledged} <= set(listed)
+    assert set(listed) == set(bodies)
+    for key, value in bodies.items():
+        assert value == b"body-" + key  # a reply served to the wrong batch would show here
+
+
+# -- async ---------------------------------------------------------------------------------
+
+
+async def _enqueue_all(enqueuer: AsyncEnqueuer, batch: list[str]) -> list[BaseException | None]:
+    return await asyncio.gather(*(enqueuer.enqueue(i, b"body-" + i.encode()) for i in batch), return_exceptions=True)
+
+
+def test_async_coalesces_and_stores_all(server: RedisServer) -> None:
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+        batch = ids(1500)  # more than one MAX_BATCH
+        assert await _enqueue_all(enqueuer, batch) == [None] * len(batch)
+        await enqueuer.aclose()
+        check_consistent(server, set(batch))
+        assert len(stored(server)[0]) == 1500
+
+    asyncio.run(main())
+
+
+def test_async_hung_redis_503_then_recovers(server: RedisServer) -> None:
+    assert server.proc is not None
+
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=TIMEOUT)
+        ok = ids(5)
+        assert await _enqueue_all(enqueuer, ok) == [None] * 5
+        server.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        try:
+            hung = ids(50)
+            started = time.monotonic()
+            # A bounded wait: the gather itself must come back, whatever the timings.
+            results = await asyncio.wait_for(_enqueue_all(enqueuer, hung), 10)
+            elapsed = time.monotonic() - started
+            assert all(isinstance(r, QueueUnavailable) for r in results)
+            print(f"async enqueuer, SIGSTOPped Redis: 50 concurrent 503s after {elapsed:.2f}s (timeout {TIMEOUT}s)")
+        finally:
+            server.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        # Same enqueuer, same pool: works again, and no stale reply is served to a later write.
+        for _ in range(3):
+            later = ids(20)
+            assert await _enqueue_all(enqueuer, later) == [None] * 20
+            ok += later
+        await enqueuer.aclose()
+        check_consistent(server, set(ok))
+
+    asyncio.run(main())
+
+
+def test_async_dead_redis_fails_fast_then_recovers(server: RedisServer) -> None:
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=TIMEOUT)
+        assert await _enqueue_all(enqueuer, ids(3)) == [None] * 3
+        server.stop()
+        results = await asyncio.wait_for(_enqueue_all(enqueuer, ids(10)), 10)
+        assert all(isinstance(r, QueueUnavailable) for r in results)
+        server.start()
+        deadline = time.monotonic() + 10
+        while True:  # the first try after the restart may meet the dead pooled connection
+            if await _enqueue_all(enqueuer, ids(1)) == [None]:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert await _enqueue_all(enqueuer, ids(10)) == [None] * 10
+        await enqueuer.aclose()
+
+    asyncio.run(main())
+
+
+def test_async_given_up_messages_are_not_written_later(server: RedisServer) -> None:
+    """A request that gave up before its message went out never has it stored after its 503."""
+
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=TIMEOUT)
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[None] = loop.create_future()
+        gone.cancel()  # what enqueue() leaves behind after a timeout
+        enqueuer._pending.append(("given-up", b"body-given-up", gone))
+        assert await _enqueue_all(enqueuer, ["kept"]) == [None]
+        await enqueuer.aclose()
+
+    asyncio.run(main())
+    listed, _ = stored(server)
+    assert listed == [b"kept"]
+
+
+def test_async_cancelled_request_leaves_nothing_unretrieved(server: RedisServer) -> None:
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=TIMEOUT)
+        task = asyncio.ensure_future(enqueuer.enqueue("x", b"body-x"))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _enqueue_all(enqueuer, ["y"]) == [None]
+        await enqueuer.aclose()
+
+    asyncio.run(main())  # filterwarnings=error and no "exception was never retrieved"
+
+
+# -- sync ----------------------------------------------------------------------------------
+
+
+def _sync_all(enqueuer: SyncEnqueuer, batch: list[str], threads: int = 32) -> list[BaseException | None]:
+    def one(i: str) -> BaseException | None:
+        try:
+            enqueuer.enqueue(i, b"body-" + i.encode())
+        except QueueUnavailable as exc:
+            return exc
+        return None
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, batch))
+
+
+def test_sync_coalesces_and_stores_all(server: RedisServer) -> None:
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+    batch = ids(2000)
+    assert _sync_all(enqueuer, batch) == [None] * len(batch)
+    check_consistent(server, set(batch))
+    assert not enqueuer._busy and not enqueuer._pending
+    enqueuer.close()
+
+
+def test_sync_hung_redis_503_then_recovers(server: RedisServer) -> None:
+    assert server.proc is not None
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=TIMEOUT)
+    ok = ids(5)
+    assert _sync_all(enqueuer, ok) == [None] * 5
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        results = _sync_all(enqueuer, ids(64))
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, QueueUnavailable) for r in results)
+        print(f"sync enqueuer, SIGSTOPped Redis: 64 requests on 32 threads all 503 after {elapsed:.2f}s")
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert not enqueuer._pending
+    later = ids(200)
+    assert _sync_all(enqueuer, later) == [None] * 200
+    check_consistent(server, set(ok) | set(later))
+    enqueuer.close()
+
+
+def test_sync_dead_redis_then_recovers(server: RedisServer) -> None:
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=TIMEOUT)
+    assert _sync_all(enqueuer, ids(3)) == [None] * 3
+    server.stop()
+    assert all(isinstance(r, QueueUnavailable) for r in _sync_all(enqueuer, ids(40)))
+    server.start()
+    deadline = time.monotonic() + 10
+    while _sync_all(enqueuer, ids(1)) != [None]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert _sync_all(enqueuer, ids(100)) == [None] * 100
+    enqueuer.close()
+
+
+def test_sync_leader_torn_down_hands_over(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BaseException in the writing thread must not leave the lead with nobody."""
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+    real = enqueuer._script
+    entered, release = threading.Event(), threading.Event()
+
+    class Boom(BaseException):
+        pass
+
+    def exploding_write(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(enqueuer, "_script", real)
+        entered.set()
+        release.wait(5)
+        raise Boom()
+
+    monkeypatch.setattr(enqueuer, "_script", exploding_write)
+    outcome: list[BaseException] = []
+
+    def leader() -> None:
+        try:
+            enqueuer.enqueue("leader", b"body-leader")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=leader)
+    thread.start()
+    assert entered.wait(5)
+    follower = threading.Thread(target=enqueuer.enqueue, args=("follower", b"body-follower"))
+    follower.start()
+    while not enqueuer._pending:
+        time.sleep(0.001)
+    release.set()
+    thread.join(5)
+    follower.join(5)
+    assert isinstance(outcome[0], Boom)
+    assert stored(server)[0] == [b"follower"]  # the follower took the lead and wrote
+    assert not enqueuer._busy
+    enqueuer.close()
+
+
+def test_sync_hand_over_policy(server: RedisServer) -> None:
+    """The lead goes to the oldest thread with time left for a whole write; older ones ride along;
+    when nobody has time left, all get their 503 at once and nobody leads."""
+    from wa_middleware.web.enqueue import _Slot
+
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=1.0)
+    now = time.monotonic()
+    stale, fresh = _Slot("stale", b"body-stale", now + 0.1), _Slot("fresh", b"body-fresh", now + 0.9)
+    enqueuer._busy, enqueuer._pending = True, [stale, fresh]
+    enqueuer._hand_over()
+    assert fresh.lead and fresh.done.is_set() and not stale.done.is_set()
+    enqueuer._lead(fresh)  # writes both, the stale one riding along
+    assert stale.error is None and fresh.error is None and stored(server)[0] == [b"stale", b"fresh"]
+    assert not enqueuer._busy
+
+    late = [_Slot(f"late{i}", b"x", time.monotonic() + 0.2) for i in range(3)]
+    enqueuer._busy, enqueuer._pending = True, list(late)
+    enqueuer._hand_over()
+    assert all(isinstance(s.error, QueueUnavailable) and s.done.is_set() for s in late)
+    assert not enqueuer._busy and not enqueuer._pending
+    enqueuer.close()
+
+
+def test_async_flusher_cancelled_fails_its_requests_at_once(server: RedisServer) -> None:
+    assert server.proc is not None
+
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=5)
+        assert await _enqueue_all(enqueuer, ["warm"]) == [None]
+        server.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+        try:
+            requests = asyncio.gather(*(enqueuer.enqueue(i, b"x") for i in ids(3)), return_exceptions=True)
+            await asyncio.sleep(0.1)  # the first write is in flight
+            assert enqueuer._flusher is not None
+            enqueuer._flusher.cancel()
+            # Answered long before the 5 s timeout (bounded wait; the figure is not asserted).
+            results = await asyncio.wait_for(requests, 3)
+            assert all(isinstance(r, QueueUnavailable) for r in results)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+        assert await _enqueue_all(enqueuer, ["after"]) == [None]  # a new flusher starts
+        await enqueuer.aclose()
+
+    asyncio.run(main())

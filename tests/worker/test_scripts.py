@@ -1,0 +1,704 @@
+"""The worker's Lua scripts (PLAN, FINISH, PEEK) run directly on a real Redis, without worker processes.
+
+Arguments are built only with `wa_middleware.worker.finish` (the one schema of the records) and
+keys only with `KeyLayout`, the way `Dispatcher.plan` / `Dispatcher.finish` and the broker's
+fetch build them; every test then asserts on the Redis state the script left.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from wa_middleware.keys import KeyLayout
+from wa_middleware.worker import finish, scripts
+from wa_middleware.worker.finish import OPS, RECORDS, Ops, plan_message, plan_own, plan_unit
+from wa_middleware.worker.scripts import FINISH, PEEK, PLAN
+
+BROKER = "broker-under-test"
+TTL = 60_000
+CB = "on_message"
+LUA = Path(scripts.__file__).parent / "lua"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- records, built only through finish.py ---------------------------------------------------------
+
+
+def unit(key: str, uid: str, *, field: str = CB, lane: str = "", data: bytes = b"", stale: str = "") -> list[Any]:
+    return plan_unit(key=key, field=field, lane=lane, uid=uid, data=data, stale=stale)
+
+
+def delivery(rid: str, mid: str, *units: list[Any]) -> list[Any]:
+    """The PLAN records of a delivery message: its PLAN_MESSAGE, then its units."""
+    return [*plan_message(rid=rid, mid=mid, count=len(units)), *chain.from_iterable(units)]
+
+
+def own(rid: str, mid: str, *, key: str, field: str = CB, lane: str = "") -> list[Any]:
+    """The PLAN records of a unit's own message (a retry, a lane head)."""
+    return [*plan_message(rid=rid, mid=mid, count=-1), *plan_own(key=key, field=field, lane=lane)]
+
+
+class Lua:
+    """The three scripts registered on one client, called with the KEYS the dispatcher passes."""
+
+    def __init__(self, client: redis.Redis, keys: KeyLayout) -> None:
+        self.client = client
+        self.keys = keys
+        self._plan = client.register_script(PLAN)
+        self._finish = client.register_script(FINISH)
+        self._peek = client.register_script(PEEK)
+
+    @property
+    def acks(self) -> str:
+        return self.keys.acks(BROKER)
+
+    def plan(self, *messages: list[Any], pop: bool = False, now: int | None = None, ttl: int = TTL) -> list[str]:
+        k = self.keys
+        keys = [k.queue, self.acks, k.heartbeats, k.stats, k.units]
+        args = [BROKER, now if now is not None else now_ms(), ttl, "1" if pop else "0", *chain.from_iterable(messages)]
+        return [r.decode() for r in self._plan(keys=keys, args=args)]
+
+    def finish(self, ops: Ops, *, rid: str = "", take: bool = False, now: int | None = None, ttl: int = TTL) -> Any:
+        k = self.keys
+        keys = [k.queue, k.messages, self.acks, k.stats, k.units, k.dead_letters, k.dead_messages]
+        return self._finish(
+            keys=keys, args=[rid, now if now is not None else now_ms(), ttl, "1" if take else "0", *ops]
+        )
+
+    def peek(self, count: int) -> Any:
+        return self._peek(keys=[self.keys.queue, self.keys.messages], args=[count])
+
+    # -- state -----------------------------------------------------------------------------
+
+    def enqueue(self, rid: str, data: bytes = b"body") -> None:
+        """Put a message on the ready queue as dramatiq does: body in ``.msgs``, id on the list."""
+        self.client.hset(self.keys.messages, rid, data)
+        self.client.rpush(self.keys.queue, rid)
+
+    def queue(self) -> list[bytes]:
+        return self.client.lrange(self.keys.queue, 0, -1)
+
+    def lane(self, lane: str) -> list[bytes]:
+        return self.client.lrange(lane, 0, -1)
+
+    def field(self, key: str, field: str = CB) -> bytes | None:
+        return self.client.hget(key, field)
+
+    def stat(self, name: str) -> int:
+        return int(self.client.hget(self.keys.stats, name) or 0)
+
+    def ack_set(self) -> set[bytes]:
+        return self.client.smembers(self.acks)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def keys(namespace: str) -> KeyLayout:
+    return KeyLayout(namespace=namespace)
+
+
+@pytest.fixture
+def lua(client: redis.Redis, keys: KeyLayout) -> Lua:
+    return Lua(client, keys)
+
+
+def assert_ttl(client: redis.Redis, key: str, ttl: int = TTL) -> None:
+    pttl = client.pttl(key)
+    assert 0 < pttl <= ttl, f"{key}: pttl {pttl}"
+
+
+# -- PLAN ------------------------------------------------------------------------------------------
+
+
+def test_plan_fresh_delivery_claims_its_units(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    units = [unit(e1, "m1.0"), unit(e1, "m1.1", field="other"), unit(e2, "m1.2")]
+    assert lua.plan(delivery("r1", "m1", *units)) == ["rrr"]
+    assert client.hgetall(e1) == {CB.encode(): b"c|m1", b"other": b"c|m1"}
+    assert lua.field(e2) == b"c|m1"
+    assert_ttl(client, e1)
+    assert_ttl(client, e2)
+    assert lua.stat("duplicates") == 0
+
+
+def test_plan_ttl_is_the_one_passed(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("msg:e1")
+    lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), ttl=5_000)
+    assert_ttl(client, e1, 5_000)
+
+
+def test_plan_replanning_the_same_message_runs_it_again(lua: Lua, keys: KeyLayout) -> None:
+    e1 = keys.idem("msg:e1")
+    message = delivery("r1", "m1", unit(e1, "m1.0"))
+    assert lua.plan(message) == ["r"]
+    assert lua.plan(message) == ["r"]  # its own claim: a redelivery of the claiming message runs it
+    assert lua.field(e1) == b"c|m1"
+    assert lua.stat("duplicates") == 0
+
+
+def test_plan_another_message_with_the_same_event_is_skipped(lua: Lua, keys: KeyLayout) -> None:
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"))) == ["r"]
+    assert lua.plan(delivery("r2", "m2", unit(e1, "m2.0"), unit(e2, "m2.1"))) == ["sr"]
+    assert lua.stat("duplicates") == 1
+    assert lua.plan(delivery("r3", "m3", unit(e1, "m3.0"), unit(e2, "m3.1"))) == ["ss"]
+    assert lua.stat("duplicates") == 3
+    assert lua.field(e1) == b"c|m1"
+    assert lua.field(e2) == b"c|m2"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"d", id="done"),
+        pytest.param(b"x|m0.0", id="dead"),
+        pytest.param(b"c|m0", id="claimed-by-another"),
+    ],
+)
+def test_plan_done_dead_or_claimed_fields_are_skipped(
+    lua: Lua, keys: KeyLayout, client: redis.Redis, value: bytes
+) -> None:
+    e1 = keys.idem("msg:e1")
+    client.hset(e1, CB, value)
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"))) == ["s"]
+    assert lua.field(e1) == value
+    assert client.pttl(e1) == -1  # a skip writes nothing to the key
+    assert lua.stat("duplicates") == 1
+
+
+@pytest.mark.parametrize(
+    ("planned", "taken", "left"),
+    [
+        pytest.param(["a", "b", "c"], ["a", "b", "c"], [], id="whole-queue"),
+        pytest.param(["a", "b"], ["a", "b"], ["c"], id="head-only"),
+        pytest.param(["a", "c", "b"], ["a"], ["b", "c"], id="stops-at-mismatch"),
+        pytest.param(["b", "c"], [], ["a", "b", "c"], id="head-mismatch"),
+    ],
+)
+def test_plan_pop_takes_the_queue_head_only_while_expected(
+    lua: Lua, keys: KeyLayout, client: redis.Redis, planned: list[str], taken: list[str], left: list[str]
+) -> None:
+    for rid in "abc":
+        lua.enqueue(rid)
+    now = now_ms()
+    messages = [delivery(rid, f"m-{rid}", unit(keys.idem(f"msg:{rid}"), f"m-{rid}.0")) for rid in planned]
+    assert lua.plan(*messages, pop=True, now=now) == ["r"] * len(taken)  # fewer results than messages
+    assert lua.queue() == [rid.encode() for rid in left]
+    assert lua.ack_set() == {rid.encode() for rid in taken}
+    assert client.zscore(keys.heartbeats, BROKER) == now
+    for rid in planned:  # only the messages taken claimed their units
+        expected = f"c|m-{rid}".encode() if rid in taken else None
+        assert lua.field(keys.idem(f"msg:{rid}")) == expected
+    # The bodies stay in the messages hash: the worker acks (FINISH) removes them.
+    assert client.hlen(keys.messages) == 3
+
+
+def test_plan_pop_takes_unit_and_foreign_messages_too(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("msg:e1")
+    client.hset(e1, CB, "c|u1")
+    lua.enqueue("r-unit")
+    lua.enqueue("r-foreign")
+    result = lua.plan(own("r-unit", "u1", key=e1), own("r-foreign", "f1", key="", field=""), pop=True)
+    assert result == ["r", "s"]  # a message that is not ours is taken and planned as a skip
+    assert lua.queue() == []
+    assert lua.ack_set() == {b"r-unit", b"r-foreign"}
+
+
+def test_plan_without_pop_leaves_the_queue_alone(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    lua.enqueue("r1")
+    e1 = keys.idem("msg:e1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), pop=False) == ["r"]
+    assert lua.queue() == [b"r1"]
+    assert not client.exists(lua.acks)
+    assert client.zscore(keys.heartbeats, BROKER) is None
+    assert lua.field(e1) == b"c|m1"  # planned all the same
+    # Not taken: planning is not limited to the head of the queue.
+    assert lua.plan(delivery("elsewhere", "m2", unit(keys.idem("msg:e2"), "m2.0"))) == ["r"]
+
+
+@pytest.mark.parametrize("one_call", [pytest.param(True, id="one-batch"), pytest.param(False, id="two-batches")])
+def test_plan_ordered_units_first_runs_second_waits(
+    lua: Lua, keys: KeyLayout, client: redis.Redis, one_call: bool
+) -> None:
+    lane = keys.lane("phone:user")
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    first = delivery("r1", "m1", unit(e1, "m1.0", lane=lane, data=b"unit m1.0"))
+    second = delivery("r2", "m2", unit(e2, "m2.0", lane=lane, data=b"unit m2.0"))
+    if one_call:
+        assert lua.plan(first, second) == ["r", "q"]
+    else:
+        assert lua.plan(first) == ["r"]
+        assert lua.plan(second) == ["q"]
+    assert lua.lane(lane) == [b"m1.0", b"m2.0"]
+    assert lua.field(e1) == b"c|m1"  # run inline by its delivery
+    assert lua.field(e2) == b"c|m2.0"  # claimed by its own (stored) message
+    assert client.hgetall(keys.units) == {b"m2.0": b"unit m2.0"}
+    assert_ttl(client, e1)
+    assert_ttl(client, e2)
+    assert lua.stat("duplicates") == 0
+
+
+def test_plan_two_units_of_one_lane_in_the_same_message_both_run(
+    lua: Lua, keys: KeyLayout, client: redis.Redis
+) -> None:
+    lane, other = keys.lane("phone:user"), keys.lane("phone:other")
+    e1, e2, e3 = keys.idem("msg:e1"), keys.idem("msg:e2"), keys.idem("msg:e3")
+    units = [unit(e1, "m1.0", lane=lane), unit(e2, "m1.1", lane=other), unit(e3, "m1.2", lane=lane)]
+    assert lua.plan(delivery("r1", "m1", *units)) == ["rrr"]
+    assert lua.lane(lane) == [b"m1.0", b"m1.2"]
+    assert lua.lane(other) == [b"m1.1"]
+    assert {lua.field(e) for e in (e1, e2, e3)} == {b"c|m1"}
+    assert not client.exists(keys.units)
+
+
+def test_plan_a_busy_lane_queues_every_unit_of_a_message(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    lane = keys.lane("phone:user")
+    e0, e1, e2 = keys.idem("msg:e0"), keys.idem("msg:e1"), keys.idem("msg:e2")
+    assert lua.plan(delivery("r0", "m0", unit(e0, "m0.0", lane=lane))) == ["r"]
+    units = [unit(e1, "m1.0", lane=lane, data=b"d0"), unit(e2, "m1.1", lane=lane, data=b"d1")]
+    assert lua.plan(delivery("r1", "m1", *units)) == ["qq"]
+    assert lua.lane(lane) == [b"m0.0", b"m1.0", b"m1.1"]
+    assert client.hgetall(keys.units) == {b"m1.0": b"d0", b"m1.1": b"d1"}
+    assert (lua.field(e1), lua.field(e2)) == (b"c|m1.0", b"c|m1.1")
+
+
+def test_plan_replanning_a_queued_unit_does_not_push_it_again(lua: Lua, keys: KeyLayout) -> None:
+    lane = keys.lane("phone:user")
+    e0, e1 = keys.idem("msg:e0"), keys.idem("msg:e1")
+    lua.plan(delivery("r0", "m0", unit(e0, "m0.0", lane=lane)))
+    waiting = delivery("r1", "m1", unit(e1, "m1.0", lane=lane, data=b"d"))
+    assert lua.plan(waiting) == ["q"]
+    assert lua.plan(waiting) == ["s"]  # its own message runs it, at its turn, not the delivery
+    assert lua.lane(lane) == [b"m0.0", b"m1.0"]
+
+
+@pytest.mark.parametrize(
+    ("ranks", "expected", "stale", "progress"),
+    [
+        pytest.param([1, 2, 3], ["r", "r", "r"], 0, 3, id="in-order"),
+        pytest.param([1, 3, 2], ["r", "r", "t"], 1, 3, id="lower-after-higher"),
+        pytest.param([3, 1, 2], ["r", "t", "t"], 2, 3, id="two-stale"),
+        pytest.param([2, 2], ["r", "r"], 0, 2, id="equal-rank"),
+        pytest.param([4, 3, 4], ["r", "t", "r"], 1, 4, id="same-rank-after-stale"),
+    ],
+)
+def test_plan_stale_statuses(
+    lua: Lua,
+    keys: KeyLayout,
+    client: redis.Redis,
+    ranks: list[int],
+    expected: list[str],
+    stale: int,
+    progress: int,
+) -> None:
+    skey = keys.status_progress("wamid.out")
+    results, fields = [], []
+    for n, rank in enumerate(ranks):
+        key = keys.idem(f"status:wamid.out:{n}")
+        fields.append(key)
+        results += lua.plan(delivery(f"r{n}", f"m{n}", unit(key, f"m{n}.0", stale=f"{skey}|{rank}")))
+    assert results == expected
+    assert lua.stat("stale_statuses") == stale
+    assert int(client.get(skey)) == progress
+    assert_ttl(client, skey)
+    for key, result, n in zip(fields, results, range(len(ranks)), strict=True):
+        if result == "t":
+            assert lua.field(key) == b"d"  # marked done: a redelivery skips it too
+            assert_ttl(client, key)
+        else:
+            assert lua.field(key) == f"c|m{n}".encode()
+
+
+def test_plan_stale_status_only_checked_when_unclaimed(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    skey = keys.status_progress("wamid.out")
+    delivered, read = keys.idem("status:delivered"), keys.idem("status:read")
+    first = delivery("r1", "m1", unit(delivered, "m1.0", stale=f"{skey}|2"))
+    assert lua.plan(first) == ["r"]
+    assert lua.plan(delivery("r2", "m2", unit(read, "m2.0", stale=f"{skey}|3"))) == ["r"]
+    # The redelivery of the first, already claimed by it, still runs it: stale is decided once.
+    assert lua.plan(first) == ["r"]
+    assert lua.stat("stale_statuses") == 0
+    assert int(client.get(skey)) == 3
+
+
+def test_plan_stale_status_is_not_counted_as_a_duplicate(lua: Lua, keys: KeyLayout) -> None:
+    skey = keys.status_progress("wamid.out")
+    read, delivered = keys.idem("status:read"), keys.idem("status:delivered")
+    assert lua.plan(delivery("r1", "m1", unit(read, "m1.0", stale=f"{skey}|3"))) == ["r"]
+    assert lua.plan(delivery("r2", "m2", unit(delivered, "m2.0", stale=f"{skey}|2"))) == ["t"]
+    assert lua.stat("stale_statuses") == 1
+    assert lua.stat("duplicates") == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "lane_items", "expected"),
+    [
+        pytest.param(b"c|u1", None, "r", id="claimed-by-it"),
+        pytest.param(b"c|other", None, "s", id="claimed-by-another"),
+        pytest.param(b"c|m1", None, "s", id="claimed-by-its-delivery"),
+        pytest.param(b"d", None, "s", id="done"),
+        pytest.param(b"x|u1", None, "s", id="dead"),
+        pytest.param(None, None, "s", id="unclaimed"),
+        pytest.param(b"c|u1", ["u1", "u2"], "r", id="ordered-lane-head"),
+        pytest.param(b"c|u1", ["u0", "u1"], "s", id="ordered-not-lane-head"),
+        pytest.param(b"c|u1", [], "s", id="ordered-empty-lane"),
+        pytest.param(b"d", ["u1"], "s", id="ordered-head-but-done"),
+    ],
+)
+def test_plan_own_message(
+    lua: Lua,
+    keys: KeyLayout,
+    client: redis.Redis,
+    value: bytes | None,
+    lane_items: list[str] | None,
+    expected: str,
+) -> None:
+    key = keys.idem("msg:e1")
+    if value is not None:
+        client.hset(key, CB, value)
+    lane = ""
+    if lane_items is not None:
+        lane = keys.lane("phone:user")
+        if lane_items:
+            client.rpush(lane, *lane_items)
+    assert lua.plan(own("r-u1", "u1", key=key, lane=lane)) == [expected]
+    assert lua.field(key) == value  # planning a unit's own message writes nothing
+    if lane:
+        assert lua.lane(lane) == [item.encode() for item in lane_items or []]
+    assert lua.stat("duplicates") == 0
+
+
+# -- FINISH ----------------------------------------------------------------------------------------
+
+
+def test_finish_done_sets_the_field_and_refreshes_its_ttl(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("msg:e1")
+    lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), ttl=1_000)
+    ops = Ops()
+    ops.done(e1, CB)
+    assert lua.finish(ops) == []
+    assert lua.field(e1) == b"d"
+    assert 1_000 < client.pttl(e1) <= TTL
+
+
+def test_finish_retry_hands_the_unit_to_its_next_message(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("msg:e1")
+    lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), ttl=1_000)
+    ops = Ops()
+    ops.retry(e1, CB, "m1.0", "next-rid", b"retry message", keys.delay_queue, keys.delay_messages)
+    assert lua.finish(ops) == []
+    assert lua.field(e1) == b"c|m1.0"
+    assert 1_000 < client.pttl(e1) <= TTL
+    assert client.hgetall(keys.delay_messages) == {b"next-rid": b"retry message"}
+    assert client.lrange(keys.delay_queue, 0, -1) == [b"next-rid"]
+    assert lua.queue() == []
+    # The retry's own message runs it; a redelivery of the delivery does not.
+    assert lua.plan(own("next-rid", "m1.0", key=e1)) == ["r"]
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"))) == ["s"]
+
+
+def test_finish_dead_dead_letters_the_unit(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    lua.plan(delivery("r1", "m1", unit(e1, "m1.0"), unit(e2, "m1.1")), ttl=1_000)
+    now = now_ms()
+    ops = Ops()
+    ops.dead(e1, CB, "m1.0", "dead-1", b"dead message 1")
+    ops.dead(e2, CB, "m1.1", "dead-2", b"dead message 2")
+    assert lua.finish(ops, now=now) == []
+    assert (lua.field(e1), lua.field(e2)) == (b"x|m1.0", b"x|m1.1")
+    assert 1_000 < client.pttl(e1) <= TTL
+    assert client.zrange(keys.dead_letters, 0, -1, withscores=True) == [(b"dead-1", now), (b"dead-2", now)]
+    assert client.hgetall(keys.dead_messages) == {b"dead-1": b"dead message 1", b"dead-2": b"dead message 2"}
+    assert lua.stat("dead_lettered") == 2
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"))) == ["s"]
+
+
+def test_finish_wait_parks_an_inline_unit_in_its_lane(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    lane = keys.lane("phone:user")
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0", lane=lane), unit(e2, "m1.1", lane=lane))) == ["rr"]
+    ops = Ops()  # the first failed (retried), the second waits behind it
+    ops.retry(e1, CB, "m1.0", "retry-1", b"retry", keys.delay_queue, keys.delay_messages)
+    ops.wait(e2, CB, "m1.1", b"waiting unit")
+    lua.finish(ops)
+    assert lua.field(e2) == b"c|m1.1"
+    assert client.hgetall(keys.units) == {b"m1.1": b"waiting unit"}
+    assert lua.lane(lane) == [b"m1.0", b"m1.1"]  # the lane is untouched
+    assert lua.queue() == []
+
+
+@pytest.mark.parametrize(
+    ("lane_items", "stored", "uid", "left", "enqueued"),
+    [
+        pytest.param(["u1", "u2", "u3"], {"u2": b"m-u2", "u3": b"m-u3"}, "u1", ["u2", "u3"], "u2", id="head"),
+        pytest.param(["u1", "u2"], {"u2": b"m-u2"}, "u2", ["u1", "u2"], None, id="not-the-head"),
+        pytest.param(["u1", "u2"], {}, "u1", ["u2"], None, id="next-runs-inline"),
+        pytest.param(["u1"], {}, "u1", [], None, id="last-in-lane"),
+        pytest.param([], {}, "u1", [], None, id="empty-lane"),
+    ],
+)
+@pytest.mark.parametrize("take", [pytest.param(False, id="push"), pytest.param(True, id="take")])
+def test_finish_pop_moves_the_lane_on(
+    lua: Lua,
+    keys: KeyLayout,
+    client: redis.Redis,
+    lane_items: list[str],
+    stored: dict[str, bytes],
+    uid: str,
+    left: list[str],
+    enqueued: str | None,
+    take: bool,
+) -> None:
+    lane = keys.lane("phone:user")
+    if lane_items:
+        client.rpush(lane, *lane_items)
+    if stored:
+        client.hset(keys.units, mapping=stored)
+    lua.enqueue("other")  # something already on the queue
+    ops = Ops()
+    ops.pop_lane(lane, uid)
+    taken = lua.finish(ops, take=take)
+    assert lua.lane(lane) == [item.encode() for item in left]
+    remaining = dict(stored)
+    if enqueued is None:
+        assert taken == []
+        assert lua.queue() == [b"other"]
+        assert not client.exists(lua.acks)
+    else:
+        data = remaining.pop(enqueued)
+        assert client.hget(keys.messages, enqueued) == data  # its body where the queue's are
+        if take:
+            assert taken == [enqueued.encode(), data]
+            assert lua.ack_set() == {enqueued.encode()}  # taken by this worker, as if fetched
+            assert lua.queue() == [b"other"]
+        else:
+            assert taken == []
+            assert lua.queue() == [b"other", enqueued.encode()]
+            assert not client.exists(lua.acks)
+    assert client.hgetall(keys.units) == {k.encode(): v for k, v in remaining.items()}
+
+
+def test_finish_pop_hands_over_several_lanes_in_order(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    a, b = keys.lane("phone:a"), keys.lane("phone:b")
+    client.rpush(a, "a1", "a2")
+    client.rpush(b, "b1", "b2")
+    client.hset(keys.units, mapping={"a2": b"m-a2", "b2": b"m-b2"})
+    ops = Ops()
+    ops.pop_lane(a, "a1")
+    ops.pop_lane(b, "b1")
+    assert lua.finish(ops, take=True) == [b"a2", b"m-a2", b"b2", b"m-b2"]
+    assert lua.ack_set() == {b"a2", b"b2"}
+    assert not client.exists(keys.units)
+
+
+@pytest.mark.parametrize(
+    ("in_acks", "rid", "acked"),
+    [
+        pytest.param(True, "r1", True, id="in-acks"),
+        pytest.param(False, "r1", False, id="not-in-acks"),
+        pytest.param(True, "", False, id="no-rid"),
+    ],
+)
+def test_finish_acks_the_message(
+    lua: Lua, keys: KeyLayout, client: redis.Redis, in_acks: bool, rid: str, acked: bool
+) -> None:
+    lua.enqueue("r1", b"body 1")
+    lua.enqueue("r2", b"body 2")
+    if in_acks:
+        assert lua.plan(own("r1", "m1", key="", field=""), pop=True) == ["s"]
+    client.sadd(lua.acks, "r2")
+    assert lua.finish(Ops(), rid=rid) == []
+    bodies = client.hgetall(keys.messages)
+    if acked:
+        assert lua.ack_set() == {b"r2"}
+        assert bodies == {b"r2": b"body 2"}
+    else:
+        assert lua.ack_set() == ({b"r1", b"r2"} if in_acks else {b"r2"})
+        assert bodies == {b"r1": b"body 1", b"r2": b"body 2"}  # nothing deleted
+
+
+def test_finish_applies_ops_then_acks(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    lua.enqueue("r1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"), unit(e2, "m1.1")), pop=True) == ["rr"]
+    ops = Ops()
+    ops.done(e1, CB)
+    ops.dead(e2, CB, "m1.1", "dead-1", b"dead")
+    assert lua.finish(ops, rid="r1") == []
+    assert (lua.field(e1), lua.field(e2)) == (b"d", b"x|m1.1")
+    assert not client.exists(lua.acks)
+    assert not client.exists(keys.messages)
+    # A redelivery of the same delivery runs nothing again.
+    lua.enqueue("r1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"), unit(e2, "m1.1")), pop=True) == ["ss"]
+
+
+def test_finish_unknown_op_is_an_error(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("msg:e1")
+    lua.enqueue("r1")
+    lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), pop=True)
+    with pytest.raises(KeyError):
+        Ops().add("bogus")  # the builder never produces one
+    ops = Ops()
+    ops.append("bogus")  # as an older or newer Python side could send
+    with pytest.raises(redis.ResponseError, match="unknown op bogus"):
+        lua.finish(ops, rid="r1")
+    assert lua.ack_set() == {b"r1"}  # not acked
+    assert client.hget(keys.messages, "r1") == b"body"
+    assert lua.field(e1) == b"c|m1"
+
+
+# -- PLAN and FINISH together: a lane handed over ---------------------------------------------------
+
+
+@pytest.mark.parametrize("take", [pytest.param(False, id="through-the-queue"), pytest.param(True, id="taken")])
+def test_lane_head_is_handed_over_and_runs(lua: Lua, keys: KeyLayout, client: redis.Redis, take: bool) -> None:
+    lane = keys.lane("phone:user")
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    lua.enqueue("r1")
+    lua.enqueue("r2")
+    first = delivery("r1", "m1", unit(e1, "m1.0", lane=lane))
+    second = delivery("r2", "m2", unit(e2, "m2.0", lane=lane, data=b"unit m2.0"))
+    assert lua.plan(first, second, pop=True) == ["r", "q"]
+    # The waiting unit's own message is not runnable before its turn.
+    assert lua.plan(own("m2.0", "m2.0", key=e2, lane=lane)) == ["s"]
+    ops = Ops()
+    ops.done(e1, CB)
+    ops.pop_lane(lane, "m1.0")
+    ops_r2 = Ops()
+    assert lua.finish(ops_r2, rid="r2") == []  # the delivery that queued it has nothing to run
+    taken = lua.finish(ops, rid="r1", take=take)
+    if take:
+        assert taken == [b"m2.0", b"unit m2.0"]
+        assert lua.ack_set() == {b"m2.0"}
+        assert lua.queue() == []
+    else:
+        assert taken == []
+        assert lua.queue() == [b"m2.0"]
+        assert lua.plan(own("m2.0", "m2.0", key=e2, lane=lane), pop=True) == ["r"]
+        assert lua.ack_set() == {b"m2.0"}
+    assert lua.plan(own("m2.0", "m2.0", key=e2, lane=lane)) == ["r"]
+    done = Ops()
+    done.done(e2, CB)
+    done.pop_lane(lane, "m2.0")
+    assert lua.finish(done, rid="m2.0") == []
+    assert not client.exists(lane, keys.units, lua.acks, keys.messages)
+    assert (lua.field(e1), lua.field(e2)) == (b"d", b"d")
+
+
+# -- PEEK ------------------------------------------------------------------------------------------
+
+
+def test_peek_returns_the_head_without_taking_it(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    assert lua.peek(5) == []
+    for n in range(3):
+        lua.enqueue(f"r{n}", f"body {n}".encode())
+    assert lua.peek(2) == [[b"r0", b"r1"], [b"body 0", b"body 1"]]
+    assert lua.peek(10) == [[b"r0", b"r1", b"r2"], [b"body 0", b"body 1", b"body 2"]]
+    assert lua.queue() == [b"r0", b"r1", b"r2"]
+
+
+def test_peek_a_message_without_body(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    client.rpush(keys.queue, "no-body")
+    lua.enqueue("r1", b"body 1")
+    assert lua.peek(2) == [[b"no-body", b"r1"], [None, b"body 1"]]
+
+
+# -- the schema ------------------------------------------------------------------------------------
+
+
+def test_ops_records_read_back_what_was_built() -> None:
+    ops = Ops()
+    ops.done("k1", "cb")
+    ops.retry("k2", "cb", "u2", "rid2", b"retry", "q.DQ", "q.DQ.msgs")
+    ops.dead("k3", "cb", "u3", "rid3", b"dead")
+    ops.wait("k4", "cb", "u4", b"wait")
+    ops.pop_lane("lane", "u5")
+    assert ops.records() == [
+        ("done", {"key": "k1", "field": "cb"}),
+        (
+            "retry",
+            {
+                "key": "k2",
+                "field": "cb",
+                "owner": "u2",
+                "next_rid": "rid2",
+                "data": b"retry",
+                "q": "q.DQ",
+                "q_msgs": "q.DQ.msgs",
+            },
+        ),
+        ("dead", {"key": "k3", "field": "cb", "owner": "u3", "dead_rid": "rid3", "data": b"dead"}),
+        ("wait", {"key": "k4", "field": "cb", "uid": "u4", "data": b"wait"}),
+        ("pop", {"lane": "lane", "uid": "u5"}),
+    ]
+    assert len(ops) == sum(1 + len(OPS[code]) for code, _ in ops.records())
+    assert [code for code, _ in ops.records()] == list(OPS)  # every op has its builder
+
+
+def test_records_are_flat_in_schema_order() -> None:
+    assert plan_message(count=2, mid="m", rid="r") == ["r", "m", 2]
+    assert plan_unit(stale="s", data=b"d", uid="u", lane="l", field="f", key="k") == ["k", "f", "l", "u", b"d", "s"]
+    assert plan_own(lane="l", field="f", key="k") == ["k", "f", "l"]
+
+
+def _build_op(**values: Any) -> Any:
+    return Ops().add("retry", **values)
+
+
+@pytest.mark.parametrize(
+    ("build", "fields"),
+    [
+        pytest.param(plan_message, finish.PLAN_MESSAGE, id="plan_message"),
+        pytest.param(plan_unit, finish.PLAN_UNIT, id="plan_unit"),
+        pytest.param(plan_own, finish.PLAN_OWN, id="plan_own"),
+        pytest.param(_build_op, OPS["retry"], id="op"),
+    ],
+)
+@pytest.mark.parametrize("change", ["missing", "extra"])
+def test_a_record_with_a_missing_or_extra_field_is_refused(build: Any, fields: tuple[str, ...], change: str) -> None:
+    values: dict[str, Any] = dict.fromkeys(fields, "v")
+    build(**values)  # complete: accepted
+    if change == "missing":
+        del values[fields[-1]]
+    else:
+        values["unexpected"] = "v"
+    with pytest.raises(TypeError, match="expected fields"):
+        build(**values)
+
+
+def test_every_op_code_is_handled_by_finish_lua() -> None:
+    source = (LUA / "finish.lua").read_text(encoding="utf-8")
+    handled = re.findall(r'op == "(\w+)"', source)
+    assert sorted(handled) == sorted(OPS)
+    # Each op's branch reads that op's record.
+    branches = re.findall(r'op == "(\w+)" then\s*\n\s*--@bind (\w+)', source)
+    assert branches == [(code, code) for code in handled]
+
+
+def test_every_bind_names_a_record() -> None:
+    bound = set()
+    for path in sorted(LUA.glob("*.lua")):
+        names = re.findall(r"--@bind (\w+)", path.read_text(encoding="utf-8"))
+        assert set(names) <= RECORDS.keys(), path.name
+        bound.update(names)
+    assert bound == RECORDS.keys()  # and every record is read by some script
+    for source in (PLAN, FINISH, PEEK):  # all generated at load time
+        assert "--@bind" not in source

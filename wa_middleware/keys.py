@@ -1,0 +1,106 @@
+"""Every Redis key the package reads or writes, named in one place.
+
+`KeyLayout` is the one copy of the key names: the request path, the worker, the Lua scripts (which
+receive their keys from it, never build them), the tooling and the docs' key table
+(``docs/internals.md``) all follow it. dramatiq's own keys are named exactly as its Redis broker
+names them, so stock maintenance and requeueing keep working on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["KeyLayout"]
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """The Redis keys of one `Webhook`.
+
+    :param namespace: dramatiq's key prefix (``Webhook(namespace=...)``).
+    :param queue_name: the dramatiq queue deliveries go to.
+    :param name: the webhook's name; prefixes its own (non-dramatiq) keys.
+    """
+
+    namespace: str = "dramatiq"
+    queue_name: str = "wa_middleware"
+    name: str = "wa"
+
+    # -- dramatiq's keys, as its RedisBroker names them ----------------------------------------
+
+    @property
+    def queue(self) -> str:
+        """List of the ids of messages ready to run, head first."""
+        return f"{self.namespace}:{self.queue_name}"
+
+    @property
+    def messages(self) -> str:
+        """Hash ``redis message id -> encoded message`` of the ready queue."""
+        return f"{self.queue}.msgs"
+
+    @property
+    def delay_queue(self) -> str:
+        """List of messages waiting for their ``eta`` (retries in their backoff); dramatiq's ``.DQ``."""
+        return f"{self.queue}.DQ"
+
+    @property
+    def delay_messages(self) -> str:
+        return f"{self.delay_queue}.msgs"
+
+    @property
+    def dead_letters(self) -> str:
+        """Sorted set of dead-lettered message ids by time; dramatiq's ``.XQ``."""
+        return f"{self.queue}.XQ"
+
+    @property
+    def dead_messages(self) -> str:
+        return f"{self.dead_letters}.msgs"
+
+    @property
+    def heartbeats(self) -> str:
+        """Sorted set ``broker id -> last heartbeat (ms)`` shared by every queue of the namespace."""
+        return f"{self.namespace}:__heartbeats__"
+
+    def acks(self, broker_id: str, queue_name: str | None = None) -> str:
+        """Set of the message ids a worker process took and has not acked yet."""
+        return f"{self.namespace}:__acks__.{broker_id}.{queue_name or self.queue_name}"
+
+    # -- the request path's own keys -----------------------------------------------------------
+
+    @property
+    def recorded(self) -> str:
+        """Stream of accepted deliveries, raw, for ``wa-middleware replay`` (``Webhook(record=True)``)."""
+        return f"{self.queue}.recorded"
+
+    # -- the worker's own keys, under <namespace>:<name>: --------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}:{self.name}"
+
+    def idem(self, event_key: str) -> str:
+        """Hash of one event's callbacks: ``c|<owner>`` (claimed), ``d`` (done), ``x|<owner>`` (dead)."""
+        return f"{self.prefix}:idem:{event_key}"
+
+    def lane(self, conversation: str) -> str:
+        """List of the ordered units of one conversation, head first: only the head may run."""
+        return f"{self.prefix}:lane:{conversation}"
+
+    @property
+    def units(self) -> str:
+        """Hash ``unit id -> encoded message`` of ordered units waiting in a lane."""
+        return f"{self.prefix}:units"
+
+    def status_progress(self, message_id: str) -> str:
+        """The highest status rank taken for one outgoing message (``skip_stale_statuses``)."""
+        return f"{self.prefix}:st:{message_id}"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters: ``duplicates``, ``dead_lettered``, ``stale_statuses``."""
+        return f"{self.prefix}:stats"
+
+    @staticmethod
+    def conversation_of(lane: str) -> str:
+        """The conversation a lane key names (for messages to the operator)."""
+        return lane.rsplit(":lane:", 1)[-1]

@@ -1,0 +1,271 @@
+"""The sans-IO request core shared by the ASGI and WSGI adapters.
+
+The adapters move bytes; every decision (path, method, auth, size cap, JSON check, status
+codes, the message handed to the queue) is taken here, so the two adapters cannot drift.
+The flow an adapter follows::
+
+    if not core.matches(path): pass through to the wrapped app
+    response = core.start(method, headers, content_length, query)  # 405 / 401 / 413 / handshake, or None
+    ... read at most core.max_body_size bytes ...            # core.too_large() past the cap
+    ... within core.body_timeout seconds in all ...          # core.reject(RequestTimeout()) otherwise
+    job = core.finish(headers, body)                         # raises WebhookError -> core.reject(exc)
+    ... enqueue job.data under job.message_id, bounded by core.enqueue_timeout ...
+    return core.accepted(job)                                # or core.reject(QueueUnavailable())
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+import msgspec
+
+from ..errors import (
+    AuthError,
+    HeadersTooLarge,
+    MethodNotAllowed,
+    PayloadError,
+    PayloadTooDeep,
+    PayloadTooLarge,
+    QueueUnavailable,
+    RequestTimeout,
+    VerificationFailed,
+    WebhookError,
+)
+from .auth import Auth, precheck
+
+#: Header bytes (names and values) accepted at most: 360dialog sends a handful of short headers.
+MAX_HEADER_BYTES = 32 * 1024
+
+__all__ = ["Core", "Job", "Response", "parse_content_length"]
+
+logger = logging.getLogger("wa_middleware.request")
+
+
+@dataclass(frozen=True)
+class Response:
+    """A complete HTTP answer: status, headers (``str`` pairs) and body."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    #: The same headers as ASGI wants them, computed once since responses are constants.
+    raw_headers: list[tuple[bytes, bytes]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
+        object.__setattr__(self, "raw_headers", raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What the adapter hands to the queue: one dramatiq message carrying the whole delivery."""
+
+    message_id: str
+    data: bytes
+
+
+class _AnyObject(msgspec.Struct):
+    """Decoding into a field-less struct parses the whole document but builds nothing:
+    it proves the body is one well-formed JSON object at a fraction of a full decode's cost."""
+
+
+_object_decoder = msgspec.json.Decoder(_AnyObject)
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def parse_content_length(value: str | None) -> int | None:
+    """``Content-Length`` as the core wants it: None when absent, -1 when not a plain decimal number.
+
+    Only ASCII digits count (``str.isdigit`` also accepts ``"²"``, which ``int`` then refuses).
+    """
+    if value is None or value == "":
+        return None
+    return int(value) if value.isascii() and value.isdigit() else -1
+
+
+def _json_response(status: int, payload: dict[str, object], extra: tuple[tuple[str, str], ...] = ()) -> Response:
+    body = msgspec.json.encode(payload)
+    headers = (("content-type", "application/json"), ("content-length", str(len(body))), *extra)
+    return Response(status, headers, body)
+
+
+class Core:
+    """Policy of the webhook endpoint, free of any I/O.
+
+    :param path: the exact path served (other paths pass through).
+    :param auth: the auth scheme.
+    :param max_body_size: body cap in bytes (413 above it).
+    :param queue_name: dramatiq queue the deliveries go to.
+    :param actor_name: dramatiq actor that decodes and dispatches a delivery.
+    :param enqueue_timeout: seconds the broker has to acknowledge a write.
+    :param retry_after: seconds advertised in ``Retry-After`` on a 503.
+    :param body_timeout: seconds the client has to send the whole body (408 after that).
+    :param verify_token: when set, ``GET path?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...``
+        (Meta's subscription handshake) is answered with the challenge; without it GET is a 405.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        auth: Auth,
+        max_body_size: int,
+        queue_name: str,
+        actor_name: str,
+        enqueue_timeout: float,
+        retry_after: int = 5,
+        body_timeout: float = 10.0,
+        verify_token: str | None = None,
+    ) -> None:
+        self.path = path
+        self.auth = auth
+        self.max_body_size = max_body_size
+        self.queue_name = queue_name
+        self.actor_name = actor_name
+        self.enqueue_timeout = enqueue_timeout
+        self.body_timeout = body_timeout
+        self._verify_token = verify_token.encode() if verify_token else None
+        allow = "GET, POST" if verify_token else "POST"
+
+        challenge = (("www-authenticate", auth.challenge),) if auth.challenge else ()
+        self._ok = _json_response(200, {"status": "stored"})
+        # One table: each error class names its status (errors.py), and says here what to tell the client.
+        close = (("connection", "close"),)
+        answers: dict[type[WebhookError], tuple[str, tuple[tuple[str, str], ...]]] = {
+            AuthError: ("unauthorized", challenge),
+            MethodNotAllowed: ("method not allowed", (("allow", allow),)),
+            VerificationFailed: ("verification failed", ()),
+            HeadersTooLarge: ("request headers too large", close),
+            PayloadError: ("body is not a JSON object", ()),
+            # The unread rest of the body makes the connection unusable: close it.
+            PayloadTooLarge: (f"body larger than {max_body_size} bytes", close),
+            RequestTimeout: ("body not received in time", close),
+            QueueUnavailable: ("queue unavailable, retry later", (("retry-after", str(retry_after)),)),
+        }
+        self._responses: dict[type[WebhookError], Response] = {
+            cls: _json_response(cls.status, {"error": message}, extra) for cls, (message, extra) in answers.items()
+        }
+
+    def matches(self, path: str) -> bool:
+        """True when this request is ours; anything else goes to the wrapped app untouched."""
+        return path == self.path
+
+    def start(
+        self, method: str, headers: Mapping[str, str], content_length: int | None, query: str = ""
+    ) -> Response | None:
+        """Decide what can be decided before the body is read; None means "read the body".
+
+        :param headers: request headers with lower-case names; repeated headers joined with ``,``.
+        :param content_length: the parsed ``Content-Length``, or None when absent; -1 when invalid.
+        :param query: the raw query string (for the GET handshake).
+        """
+        if method != "POST":
+            if method == "GET" and self._verify_token is not None:
+                return self.handshake(query)
+            return self.reject(MethodNotAllowed())
+        # Some servers (uvicorn with httptools) set no limit of their own on header size.
+        if sum(len(name) + len(value) for name, value in headers.items()) > MAX_HEADER_BYTES:
+            return self.reject(HeadersTooLarge())
+        # Header-only schemes decide here; signature schemes refuse a missing or malformed signature
+        # here too, so an unauthenticated client cannot make us read a body.
+        if not precheck(self.auth, headers):
+            return self.reject(AuthError())
+        if content_length is not None:
+            if content_length < 0:
+                return self.reject(PayloadError("invalid Content-Length"))
+            if content_length > self.max_body_size:
+                return self.reject(PayloadTooLarge())
+        return None
+
+    def too_large(self) -> Response:
+        """The answer when the body grew past the cap while being read."""
+        return self.reject(PayloadTooLarge())
+
+    def finish(self, headers: Mapping[str, str], body: bytes) -> Job:
+        """Check the complete body and build the queue message; raises a `WebhookError`."""
+        if self.auth.needs_body and not self.auth.verify(headers, body):
+            raise AuthError()
+        try:
+            _object_decoder.decode(body)
+        except msgspec.DecodeError:
+            raise PayloadError() from None
+        except RecursionError:
+            # msgspec stops descending at about 1,000 levels, cheaply and before building anything;
+            # a real delivery nests fewer than 10. A 400, not a crash (that would be a 503, retried for days).
+            raise PayloadTooDeep() from None
+        message_id = str(uuid.uuid4())
+        now = int(time.time() * 1000)
+        # The exact shape of dramatiq's Message.asdict(), so a stock dramatiq worker consumes it.
+        data = _encode(
+            {
+                "queue_name": self.queue_name,
+                "actor_name": self.actor_name,
+                "args": [body, now, message_id],
+                "kwargs": {},
+                "options": {"redis_message_id": message_id},
+                "message_id": message_id,
+                "message_timestamp": now,
+            }
+        )
+        return Job(message_id, data)
+
+    def handshake(self, query: str) -> Response:
+        """Meta's subscription check: echo ``hub.challenge`` when ``hub.verify_token`` matches, else 403."""
+        try:
+            params = parse_qs(query, keep_blank_values=True, max_num_fields=16, strict_parsing=False)
+        except ValueError:
+            return self.reject(VerificationFailed())
+        mode = params.get("hub.mode", [])
+        token = params.get("hub.verify_token", [])
+        challenge = params.get("hub.challenge", [])
+        if len(mode) != 1 or len(token) != 1 or len(challenge) != 1:
+            return self.reject(VerificationFailed())
+        expected = self._verify_token or b""
+        token_ok = hmac.compare_digest(token[0].encode("utf-8", "replace"), expected)
+        value = challenge[0]
+        # Meta's challenge is a number; anything odd is refused rather than echoed back.
+        sane = 0 < len(value) <= 256 and value.isascii() and value.isprintable()
+        if not (token_ok and mode[0] == "subscribe" and sane):
+            return self.reject(VerificationFailed())
+        body = value.encode("ascii")
+        headers = (
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", str(len(body))),
+            ("x-content-type-options", "nosniff"),
+            ("cache-control", "no-store"),
+        )
+        return Response(200, headers, body)
+
+    def accepted(self, job: Job) -> Response:
+        """The 200, to be sent only once the broker acknowledged ``job``."""
+        logger.info("webhook accepted", extra={"status": 200, "message_id": job.message_id})
+        return self._ok
+
+    def reject(self, exc: WebhookError) -> Response:
+        """Map an error to its one response, and log why without secrets or body."""
+        response = self._responses.get(type(exc))
+        if response is None:
+            for cls, candidate in self._responses.items():
+                if isinstance(exc, cls):
+                    response = candidate
+                    break
+            else:
+                response = self._responses[QueueUnavailable]
+        logger.warning(
+            "webhook rejected: status=%d reason=%s",
+            response.status,
+            type(exc).__name__,
+            extra={"status": response.status, "reason": type(exc).__name__},
+        )
+        return response
+
+    def internal_error(self, exc: BaseException) -> Response:
+        """Last resort for a bug: a 503 so the sender redelivers later; never a 200, never a traceback."""
+        logger.error("webhook internal error: %s", type(exc).__name__, exc_info=exc)
+        return self._responses[QueueUnavailable]

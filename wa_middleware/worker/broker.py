@@ -1,0 +1,198 @@
+"""A `RedisBroker` whose consumer takes deliveries off the queue and plans them in one step.
+
+Stock dramatiq pops message ids with one script per fetch. Here a fetch first peeks at the
+head of the queue, decodes the deliveries there, then one script takes them off the head (only
+while the head is still what was peeked: two workers never both take a message) and claims
+their units. Taking and planning in one atomic step is what makes conversation lanes follow
+the order of the queue exactly, and it batches the deduplication round trips of a whole fetch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import compute_backoff
+from dramatiq.errors import ConnectionClosed
+
+from ..events.callbacks import Registry
+from ..keys import KeyLayout
+from ..settings import WorkerSettings
+from ._dramatiq import RedisConsumer
+from .dispatch import Dispatcher
+from .encoder import install
+from .recovery import Recovery
+from .scripts import PEEK
+
+__all__ = ["Runtime", "WebhookBroker"]
+
+#: The longest a consumer sleeps between two polls of an empty queue, in milliseconds.
+IDLE_MS = 100
+
+
+class WebhookBroker(RedisBroker):
+    """dramatiq's Redis broker, with a planning consumer on the webhook's queue."""
+
+    def __init__(self, *, dispatcher: Dispatcher, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self.dispatcher = dispatcher
+        self.peek = self.client.register_script(PEEK)
+
+    @property
+    def consumer_class(self) -> type[RedisConsumer]:
+        return _PlanningConsumer
+
+
+class _PlanningConsumer(RedisConsumer):
+    def ack(self, message: Any) -> None:
+        acked = self.broker.dispatcher.acked
+        rid = message.options.get("redis_message_id")
+        # A plan its actor never took (a message a middleware skipped, a foreign actor) ends here.
+        self.broker.dispatcher.plans.pop(rid, None)
+        if rid in acked:  # already acked by the finish script of this delivery
+            acked.discard(rid)
+            self.queued_message_ids.discard(message.message_id)
+            return
+        super().ack(message)  # type: ignore[no-untyped-call]
+
+    def nack(self, message: Any) -> None:
+        rid = message.options.get("redis_message_id")
+        self.broker.dispatcher.plans.pop(rid, None)
+        self.broker.dispatcher.acked.discard(rid)
+        super().nack(message)  # type: ignore[no-untyped-call]
+
+    def _fetch(self, count: int) -> list[Any]:
+        broker: WebhookBroker = self.broker
+        if self.queue_name != broker.dispatcher.queue_name:
+            return [data for data in broker.do_fetch(self.queue_name, count) if data is not None]
+        keys = broker.dispatcher.keys
+        decode = dramatiq.get_encoder().decode
+        for _ in range(20):  # lost races against other workers taking the same head: try again at once
+            peeked = broker.peek(keys=[keys.queue, keys.messages], args=[count])
+            if not peeked:
+                return []
+            ids, datas = peeked
+            messages: list[dramatiq.Message[Any]] = []
+            for rid, data in zip(ids, datas, strict=True):
+                try:
+                    fields = decode(data)
+                    fields["args"] = tuple(fields["args"])
+                    message: dramatiq.Message[Any] = dramatiq.Message(**fields)
+                except Exception:
+                    # No body (dramatiq#266) or not a message: taken off the queue like any other; the
+                    # worker finds no actor for it and moves it to the dead letters.
+                    message = dramatiq.Message(queue_name=self.queue_name, actor_name="wa.undecodable", args=(),
+                                               kwargs={}, options={"redis_message_id": rid.decode()})  # fmt: skip
+                messages.append(message)
+            taken = broker.dispatcher.plan(messages, pop=True)
+            if taken:
+                return messages[: len(taken)]
+        return []
+
+    def __next__(self) -> Any:
+        # A copy of dramatiq's own `_RedisConsumer.__next__` (as in dramatiq 1.17.0 to 2.2.1, unchanged
+        # across that range; tests/worker/test_dramatiq_contract.py checks it), with `_fetch` in place
+        # of the broker's fetch script and a shorter idle sleep.
+        try:
+            while True:
+                try:
+                    item = self.message_cache.pop(0)
+                    self.misses = 0
+                    message = item if isinstance(item, dramatiq.Message) else dramatiq.Message.decode(item)
+                    self.queued_message_ids.add(message.message_id)
+                    return dramatiq.MessageProxy(message)
+                except IndexError:
+                    messages: list[Any] = []
+                    if self.outstanding_message_count < self.prefetch:
+                        self.message_cache = messages = self._fetch(self.prefetch - self.outstanding_message_count)
+                    if not messages:
+                        # A short idle backoff: lane heads are enqueued one at a time as their
+                        # predecessors finish, and must not wait out dramatiq's 1 s idle sleep.
+                        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=min(self.timeout, IDLE_MS))
+                        time.sleep(backoff_ms / 1000)
+                        return None
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+
+class Runtime:
+    """The worker side of one webhook: its broker, dispatcher and the two actors, built together.
+
+    The facade (`Webhook`) builds one lazily, the first time a process needs the broker (a worker,
+    dev mode, ``stats()``), so a web process never imports dramatiq.
+    """
+
+    def __init__(self, *, url: str, registry: Registry, settings: WorkerSettings, keys: KeyLayout) -> None:
+        from dramatiq.middleware import CurrentMessage, Retries
+
+        self.settings = settings
+        self.dispatcher = Dispatcher(registry=registry, settings=settings, keys=keys)
+        broker = WebhookBroker(
+            url=url,
+            namespace=keys.namespace,
+            dispatcher=self.dispatcher,
+            heartbeat_timeout=int(settings.recovery_timeout * 1000),
+        )
+        for middleware in broker.middleware:
+            # Retries here only cover a delivery whose dispatch itself failed (Redis unreachable):
+            # callback failures are retried per unit by the dispatcher.
+            if isinstance(middleware, Retries):
+                middleware.max_retries = settings.max_retries
+                middleware.min_backoff = settings.min_backoff
+                middleware.max_backoff = settings.max_backoff
+        broker.add_middleware(CurrentMessage())
+        broker.add_middleware(Recovery(settings.queue_name))
+        self.dispatcher.bind(broker)
+        self.broker = broker
+        queue, retries = settings.queue_name, settings.max_retries
+        self.actors: dict[str, dramatiq.Actor[Any, Any]] = {
+            "dispatch": dramatiq.actor(
+                broker=broker, actor_name=settings.dispatch_actor, queue_name=queue, max_retries=retries
+            )(self._dispatch),
+            "callback": dramatiq.actor(
+                broker=broker, actor_name=settings.callback_actor, queue_name=queue, max_retries=retries
+            )(self._run_unit),
+        }
+        self._worker: dramatiq.Worker | None = None
+
+    @staticmethod
+    def _current_message() -> dramatiq.Message[Any]:
+        from dramatiq.middleware import CurrentMessage
+
+        message = CurrentMessage.get_current_message()
+        if message is None:
+            raise RuntimeError("not running inside a dramatiq worker")
+        return message
+
+    # The actors' signatures are the messages' args, as the request path writes them.
+    def _dispatch(self, body: bytes, received_at: int, delivery_id: str | None = None) -> None:
+        self.dispatcher.run_delivery(self._current_message())
+
+    def _run_unit(self, *args: Any) -> None:
+        self.dispatcher.run_unit(self._current_message())
+
+    def stats(self) -> dict[str, int]:
+        raw: dict[bytes, bytes] = self.broker.client.hgetall(self.dispatcher.keys.stats)  # type: ignore[assignment]
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def start_worker(self, threads: int) -> dramatiq.Worker:
+        """Run worker threads in this process (dev mode)."""
+        install()
+        worker = dramatiq.Worker(
+            self.broker, queues={self.settings.queue_name}, worker_threads=threads, worker_timeout=100
+        )
+        worker.start()
+        self._worker = worker
+        return worker
+
+    def stop_worker(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+    def close(self) -> None:
+        self.stop_worker()
+        self.broker.client.close()

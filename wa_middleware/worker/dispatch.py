@@ -1,0 +1,404 @@
+"""The worker side: run a delivery's callbacks once per event, each (event, callback) on its own.
+
+A delivery message is planned when it is taken off the queue (`consumer.py`): one script claims
+every (event, callback) unit of the whole fetched batch and puts ordered units in their
+conversation lanes. The worker thread then runs the units it was given inline, in event order,
+and one more script per delivery records the outcome, hands failures over to messages of their
+own (retried with exponential backoff, then dead-lettered), moves lanes on and acks the delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .. import metrics
+from ..events.callbacks import Callback, Registry
+from ..events.decode import Event, decode_delivery
+from ..events.identity import conversation_key, event_key
+from ..events.models import Change, Error, EventContext, Message, Status
+from ..events.run import run_callbacks
+from ..keys import KeyLayout
+from ..settings import WorkerSettings
+from .finish import Ops, plan_message, plan_own, plan_unit
+from .scripts import FINISH, PLAN
+
+if TYPE_CHECKING:
+    import dramatiq
+    from dramatiq.brokers.redis import RedisBroker
+
+__all__ = ["Dispatcher", "Unit"]
+
+logger = logging.getLogger("wa_middleware.worker")
+
+_EVENT_TYPES: dict[str, type[Any]] = {"message": Message, "status": Status, "error": Error, "change": Change}
+_encode = msgspec.msgpack.Encoder().encode
+
+#: The statuses that follow one another; others (failed, deleted...) are never skipped as stale.
+STATUS_RANKS = {"sent": 1, "delivered": 2, "read": 3, "played": 4}
+
+
+@dataclass(slots=True)
+class Unit:
+    """One (event, callback) pair: the unit of work, of deduplication and of retries."""
+
+    uid: str
+    event: Event
+    callback: Callback
+    key: str
+    lane: str
+
+
+class Dispatcher:
+    """Runs deliveries and units for one webhook against its Redis broker.
+
+    :param registry: the callbacks.
+    :param settings: how callbacks run (ordering default, retries, once-per-event window...).
+    :param keys: the Redis key names.
+    """
+
+    def __init__(self, *, registry: Registry, settings: WorkerSettings, keys: KeyLayout) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.keys = keys
+        self.skip_stale_statuses = settings.skip_stale_statuses
+        self.queue_name = settings.queue_name
+        self.dispatch_actor = settings.dispatch_actor
+        self.unit_actor = settings.callback_actor
+        self.ordered = settings.ordered
+        self.ttl_ms = str(int(settings.dedupe_ttl * 1000))
+        self.stats_key = keys.stats
+        self.max_retries = settings.max_retries
+        self.min_backoff = settings.min_backoff
+        self.max_backoff = settings.max_backoff
+        #: Plans made when messages were fetched: redis message id -> (plan, units).
+        self.plans: dict[str, tuple[str, list[Unit] | None]] = {}
+        #: Messages this process acked inside a finish script: the consumer skips its own ack.
+        self.acked: set[str] = set()
+        self._broker: RedisBroker | None = None
+        self._plan: Any = None
+        self._finish: Any = None
+        #: What counts as a callback failing: also dramatiq's time limit, so a callback that runs
+        #: too long is retried alone instead of failing (and re-running) its whole delivery.
+        self._failures: tuple[type[BaseException], ...] = (Exception,)
+
+    def bind(self, broker: RedisBroker) -> None:
+        from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+        self._failures = (Exception, TimeLimitExceeded)
+        self._broker = broker
+        self._plan = broker.client.register_script(PLAN)
+        self._finish = broker.client.register_script(FINISH)
+
+    @property
+    def broker(self) -> RedisBroker:
+        if self._broker is None:
+            raise RuntimeError("the dispatcher is not bound to a broker")
+        return self._broker
+
+    def acks_key(self) -> str:
+        return self.keys.acks(self.broker.broker_id)
+
+    # -- planning --------------------------------------------------------------------------
+
+    def units(self, events: list[Event], message_id: str) -> list[Unit]:
+        """The units of a delivery in the order they run: events in order, callbacks in registration order."""
+        units = _Units()
+        # Counted when the delivery runs, not here: a peeked batch may be planned by several workers.
+        units.kinds = [event.kind for event in events]
+        for event in events:
+            key: str | None = None
+            for callback in self.registry.matching(event):
+                if key is None:
+                    key = self.keys.idem(event_key(event))
+                lane = ""
+                if callback.ordered if callback.ordered is not None else self.ordered:
+                    conversation = conversation_key(event)
+                    if conversation is not None:
+                        lane = self.keys.lane(conversation)
+                units.append(Unit(f"{message_id}.{len(units)}", event, callback, key, lane))
+        return units
+
+    def plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
+        """Append the PLAN arguments of one fetched message to ``out``; return its units if a delivery."""
+        mark = len(out)
+        try:
+            return self._plan_args(message, out)
+        except Exception:
+            del out[mark:]
+            # A message that cannot be planned must not block the head of the queue: take it
+            # unplanned; its actor fails on it the same way and dramatiq dead-letters it.
+            logger.exception("wa-middleware: cannot plan message %s", message.message_id)
+            out += plan_message(rid=message.options.get("redis_message_id", message.message_id),
+                                mid=message.message_id, count=-1)  # fmt: skip
+            out += plan_own(key="", field="", lane="")
+            return None
+
+    def _plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
+        rid = message.options.get("redis_message_id", message.message_id)
+        if message.actor_name == self.dispatch_actor:
+            body, received_at, delivery_id = _dispatch_args(message)
+            units = self.units(
+                decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id
+            )
+            out += plan_message(rid=rid, mid=message.message_id, count=len(units))
+            for unit in units:
+                data = self._unit_message(unit, 0, rid=unit.uid).encode() if unit.lane else b""
+                out += plan_unit(
+                    key=unit.key, field=unit.callback.name, lane=unit.lane, uid=unit.uid, data=data,
+                    stale=self._stale_arg(unit),
+                )  # fmt: skip
+            return units
+        out += plan_message(rid=rid, mid=message.message_id, count=-1)
+        if message.actor_name == self.unit_actor:
+            name, _, _, _, key, lane = _unit_args(message)
+            out += plan_own(key=key, field=name, lane=lane)
+        else:  # not ours: just taken off the queue
+            out += plan_own(key="", field="", lane="")
+        return None
+
+    def _stale_arg(self, unit: Unit) -> str:
+        data = unit.event.data
+        if not self.skip_stale_statuses or not isinstance(data, Status) or not data.id:
+            return ""
+        rank = STATUS_RANKS.get(data.status or "")
+        return "" if rank is None else f"{self.keys.status_progress(data.id)}|{rank}"
+
+    def plan(self, messages: list[dramatiq.Message[Any]], *, pop: bool) -> list[str]:
+        """Claim the units of ``messages``; with ``pop``, also take them off the queue head."""
+        keys = [self.keys.queue, self.acks_key(), self.keys.heartbeats, self.keys.stats, self.keys.units]
+        args: list[Any] = [self.broker.broker_id, int(time.time() * 1000), self.ttl_ms, "1" if pop else "0"]
+        units = [self.plan_args(message, args) for message in messages]
+        result = [r.decode() if isinstance(r, bytes) else r for r in self._plan(keys=keys, args=args)]
+        for message, plan, message_units in zip(messages, result, units, strict=False):  # fewer taken than peeked
+            self.plans[message.options.get("redis_message_id", message.message_id)] = (plan, message_units)
+        return result
+
+    def _take_plan(self, message: dramatiq.Message[Any]) -> tuple[str, list[Unit] | None]:
+        rid = message.options.get("redis_message_id", message.message_id)
+        found = self.plans.pop(rid, None)
+        if found is None:  # not fetched by our consumer (e.g. a custom worker): plan it now
+            self.plan([message], pop=False)
+            found = self.plans.pop(rid)
+        return found
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run_delivery(self, message: dramatiq.Message[Any]) -> None:
+        _chain.budget = CHAIN_BUDGET
+        plan, units = self._take_plan(message)
+        if units is None:
+            # Planning failed when the message was taken (it then claimed nothing): never run it
+            # against that empty plan. Failing makes dramatiq retry it, planned afresh, and
+            # dead-letter it if it keeps failing.
+            raise RuntimeError(f"delivery {message.message_id} could not be planned; retrying it")
+        metrics.events_decoded(getattr(units, "kinds", ()))
+        skipped = plan.count("s")
+        if skipped:
+            metrics.duplicate_skipped(skipped)
+        ops = Ops()
+        blocked: set[str] = set()  # lanes in which an earlier unit failed: the later ones wait behind it
+        planned = [unit for unit, step in zip(units, plan, strict=True) if step == "r"]
+        held = (lambda unit: unit.lane in blocked) if any(unit.lane for unit in planned) else None
+        for outcome in run_callbacks(planned, failures=self._failures, hold=held):
+            unit = outcome.item
+            if outcome.state == "held":
+                ops.wait(unit.key, unit.callback.name, unit.uid, self._unit_message(unit, 0, rid=unit.uid).encode())
+                continue
+            if outcome.state == "failed":
+                assert outcome.error is not None
+                metrics.callback_run(unit.callback.name, ok=False)
+                if self._failed(unit, 0, outcome.error, ops) and unit.lane:
+                    blocked.add(unit.lane)
+                continue
+            if outcome.state != "skipped":
+                metrics.callback_run(unit.callback.name, ok=True)
+            ops.done(unit.key, unit.callback.name)
+            if unit.lane:
+                ops.pop_lane(unit.lane, unit.uid)
+        self.finish(message, ops)
+
+    def run_unit(self, message: dramatiq.Message[Any]) -> None:
+        _chain.budget = CHAIN_BUDGET
+        plan, _ = self._take_plan(message)
+        if plan != "r":
+            logger.info("unit %s skipped: already run, dead-lettered or out of turn", message.message_id)
+            return
+        self._run_unit(message)
+
+    def _run_unit(self, message: dramatiq.Message[Any], chained: bool = False) -> None:
+        name, kind, data, ctx, key, lane = _unit_args(message)
+        callback = self.registry.by_name.get(name)
+        if callback is None:
+            # Removed or renamed since the unit was stored: retrying cannot help, and an ordered unit
+            # must not hold its conversation. Dead-letter it at once (a replay runs it once it exists again).
+            logger.error("no callback named %r is registered in this worker: dead-lettered", name)
+            rid = str(uuid.uuid4())
+            error = f"LookupError: no callback named {name!r} is registered in the worker"
+            dead = message.copy(options={"redis_message_id": rid, "wa_error": error})
+            ops = Ops()
+            ops.dead(key, name, message.message_id, rid, dead.encode())
+            if lane:
+                ops.pop_lane(lane, message.message_id)
+            self.finish(message, ops, chained=chained)
+            return
+        event = Event(
+            kind,  # type: ignore[arg-type]
+            msgspec.msgpack.decode(data, type=_EVENT_TYPES[kind]),
+            msgspec.msgpack.decode(ctx, type=EventContext),
+        )
+        unit = Unit(message.message_id, event, callback, key, lane)
+        attempt = int(message.options.get("wa_attempt", 0))
+        ops = Ops()
+        for outcome in run_callbacks([unit], failures=self._failures):
+            if outcome.state == "failed":
+                assert outcome.error is not None
+                metrics.callback_run(name, ok=False)
+                self._failed(unit, attempt, outcome.error, ops)
+            else:
+                metrics.callback_run(name, ok=True)
+                ops.done(key, name)
+                if lane:
+                    ops.pop_lane(lane, unit.uid)
+        self.finish(message, ops, chained=chained)
+
+    def finish(self, message: dramatiq.Message[Any] | None, ops: Ops, *, chained: bool = False) -> None:
+        """Run the FINISH script for ``message``; then run the lane heads it handed to this thread."""
+        rid = "" if message is None else message.options.get("redis_message_id", message.message_id)
+        budget = getattr(_chain, "budget", None)
+        take = "1" if budget is not None and budget > 0 else "0"
+        k = self.keys
+        keys = [k.queue, k.messages, self.acks_key(), k.stats, k.units, k.dead_letters, k.dead_messages]
+        taken = self._finish(keys=keys, args=[rid, int(time.time() * 1000), self.ttl_ms, take, *ops])
+        if rid and not chained:
+            self.acked.add(rid)  # the consumer that fetched it must not ack it again
+        if taken:
+            self._run_chain(taken)
+
+    def _run_chain(self, taken: list[bytes]) -> None:
+        """Run lane heads handed over by FINISH, in this thread, each finishing (and maybe handing over) in turn."""
+        import dramatiq
+
+        if getattr(_chain, "active", False):  # called from inside a chain: the outer loop runs them
+            _chain.pending.extend(taken)
+            return
+        _chain.active = True
+        _chain.pending = list(taken)
+        try:
+            while _chain.pending:
+                head, data = _chain.pending[0], _chain.pending[1]
+                del _chain.pending[:2]
+                _chain.budget -= 1
+                try:
+                    self._run_unit(dramatiq.Message.decode(data), chained=True)
+                except BaseException as exc:
+                    # Not run to its finish (Redis trouble, a time limit, shutdown): give it and the
+                    # rest back to the queue, as dramatiq does with prefetched messages, rather than
+                    # leave them in our acks, where a live worker's heartbeat would keep them for ever.
+                    heads = [head, *_chain.pending[::2]]
+                    _chain.pending = []
+                    logger.exception("wa-middleware: a chained lane head failed; requeueing %d", len(heads))
+                    self.broker.do_requeue(self.queue_name, *heads)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            _chain.active = False
+
+    def _failed(self, unit: Unit, attempt: int, exc: BaseException, ops: Ops) -> bool:
+        """Hand a failed unit over to its next try, or to the dead letters; True if it will be retried."""
+        from dramatiq.common import compute_backoff
+
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=30))
+        if attempt < self.max_retries:
+            logger.warning(
+                "callback %s failed on a %s event (%s), try %d of %d: retrying it alone",
+                unit.callback.name, unit.event.kind, type(exc).__name__, attempt + 1, self.max_retries + 1,
+            )  # fmt: skip
+            metrics.callback_retry(unit.callback.name)
+            _, delay = compute_backoff(attempt, factor=self.min_backoff, max_backoff=self.max_backoff)
+            rid = str(uuid.uuid4())
+            retry = self._unit_message(unit, attempt + 1, rid=rid, traceback=tb, eta=int(time.time() * 1000) + delay)
+            dq, dq_msgs = self.keys.delay_queue, self.keys.delay_messages
+            ops.retry(unit.key, unit.callback.name, unit.uid, rid, retry.encode(), dq, dq_msgs)
+            return True
+        note = None
+        if unit.lane:
+            note = f"ordered: the conversation {KeyLayout.conversation_of(unit.lane)} moved on without this event"
+        logger.error(
+            "callback %s failed on a %s event after %d tries (%s): dead-lettered",
+            unit.callback.name, unit.event.kind, attempt + 1, type(exc).__name__,
+        )  # fmt: skip
+        rid = str(uuid.uuid4())
+        metrics.dead_letter(unit.callback.name)
+        dead = self._unit_message(
+            unit, attempt, rid=rid, traceback=tb, wa_error=f"{type(exc).__name__}: {exc}", wa_note=note
+        )
+        ops.dead(unit.key, unit.callback.name, unit.uid, rid, dead.encode())
+        if unit.lane:
+            ops.pop_lane(unit.lane, unit.uid)
+        return False
+
+    def _unit_message(self, unit: Unit, attempt: int, *, rid: str, eta: int | None = None, **extra: Any) -> Any:
+        import dramatiq
+
+        options: dict[str, Any] = {"redis_message_id": rid, "wa_attempt": attempt}
+        options.update((k, v) for k, v in extra.items() if v is not None)
+        queue_name = self.queue_name
+        if eta is not None:
+            options["eta"] = eta
+            queue_name += ".DQ"
+        return dramatiq.Message(
+            queue_name=queue_name,
+            actor_name=self.unit_actor,
+            args=(
+                unit.callback.name,
+                unit.event.kind,
+                _encode(unit.event.data),
+                _encode(unit.event.ctx),
+                unit.key,
+                unit.lane,
+            ),
+            kwargs={},
+            options=options,
+            message_id=unit.uid,
+            message_timestamp=int(time.time() * 1000),
+        )
+
+
+#: Per worker thread: how many lane heads it may still take over directly in the current message.
+_chain = threading.local()
+
+#: Lane heads one message may run back to back before the rest go through the queue again, so a
+#: thread is not kept by one busy conversation for ever.
+CHAIN_BUDGET = 32
+
+
+class _Units(list[Unit]):
+    """The units of one delivery, with the kinds of all its events (for the events metric)."""
+
+    __slots__ = ("kinds",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: list[str] = []
+
+
+def _dispatch_args(message: dramatiq.Message[Any]) -> tuple[bytes, int, str | None]:
+    args = message.args
+    body = args[0]
+    if isinstance(body, str):  # sent through dramatiq's JSON encoder
+        body = body.encode()
+    return body, int(args[1]), args[2] if len(args) > 2 else message.kwargs.get("delivery_id")
+
+
+def _unit_args(message: dramatiq.Message[Any]) -> tuple[str, str, bytes, bytes, str, str]:
+    """A unit message's args: callback name, event kind, event, context (MessagePack), idempotency key, lane."""
+    name, kind, data, ctx, key, lane = message.args
+    return name, kind, data, ctx, key, lane

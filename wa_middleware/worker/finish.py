@@ -1,0 +1,97 @@
+"""The records the worker's Lua scripts read: one schema, shared by Python and Lua.
+
+Each table below names the fields of one record in ARGV order. Python builds records only through
+`Ops` and `plan_message` / `plan_unit` / `plan_own`, which take those names as keywords, and
+`scripts.py` generates the Lua lines that read them back (``--@bind NAME`` in ``lua/*.lua``), so the
+two sides cannot disagree on an arity or an order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["OPS", "PLAN_MESSAGE", "PLAN_OWN", "PLAN_UNIT", "Ops", "plan_message", "plan_own", "plan_unit"]
+
+#: FINISH operations: op code -> its fields.
+OPS: dict[str, tuple[str, ...]] = {
+    # The unit ran, stopped, or needs no run: remember it as done.
+    "done": ("key", "field"),
+    # Its next try is the message ``next_rid`` (owned by unit id ``owner``), put on list ``q``
+    # with its body in hash ``q_msgs``.
+    "retry": ("key", "field", "owner", "next_rid", "data", "q", "q_msgs"),
+    # Dead-lettered as message ``dead_rid``.
+    "dead": ("key", "field", "owner", "dead_rid", "data"),
+    # An inline ordered unit that now waits in its lane (its message stored, enqueued at its turn).
+    "wait": ("key", "field", "uid", "data"),
+    # Move the lane on if ``uid`` is its head; the next head's stored message is enqueued.
+    "pop": ("lane", "uid"),
+}
+
+#: PLAN: the record that starts each fetched message; ``count`` units follow (-1: one PLAN_OWN).
+PLAN_MESSAGE = ("rid", "mid", "count")
+#: PLAN: one unit of a delivery. ``stale``: "" or "<status progress key>|<rank>".
+PLAN_UNIT = ("key", "field", "lane", "uid", "data", "stale")
+#: PLAN: a unit's own message (a retry, a lane head): its idempotency key, callback and lane.
+PLAN_OWN = ("key", "field", "lane")
+
+#: Every record the Lua scripts bind, by the name ``--@bind`` uses.
+RECORDS: dict[str, tuple[tuple[str, ...], bool]] = {
+    **{code: (fields, True) for code, fields in OPS.items()},  # after an op code
+    "PLAN_MESSAGE": (PLAN_MESSAGE, False),
+    "PLAN_UNIT": (PLAN_UNIT, False),
+    "PLAN_OWN": (PLAN_OWN, False),
+}
+
+
+def _record(fields: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
+    if values.keys() != set(fields):
+        raise TypeError(f"expected fields {fields}, got {sorted(values)}")
+    return [values[name] for name in fields]
+
+
+def plan_message(**values: Any) -> list[Any]:
+    return _record(PLAN_MESSAGE, values)
+
+
+def plan_unit(**values: Any) -> list[Any]:
+    return _record(PLAN_UNIT, values)
+
+
+def plan_own(**values: Any) -> list[Any]:
+    return _record(PLAN_OWN, values)
+
+
+class Ops(list[Any]):
+    """The operations of one FINISH call, flat, in the order they are applied."""
+
+    __slots__ = ()
+
+    def add(self, code: str, **values: Any) -> None:
+        self.append(code)
+        self.extend(_record(OPS[code], values))
+
+    def done(self, key: str, field: str) -> None:
+        self.add("done", key=key, field=field)
+
+    def retry(self, key: str, field: str, owner: str, next_rid: str, data: bytes, q: str, q_msgs: str) -> None:
+        self.add("retry", key=key, field=field, owner=owner, next_rid=next_rid, data=data, q=q, q_msgs=q_msgs)
+
+    def dead(self, key: str, field: str, owner: str, dead_rid: str, data: bytes) -> None:
+        self.add("dead", key=key, field=field, owner=owner, dead_rid=dead_rid, data=data)
+
+    def wait(self, key: str, field: str, uid: str, data: bytes) -> None:
+        self.add("wait", key=key, field=field, uid=uid, data=data)
+
+    def pop_lane(self, lane: str, uid: str) -> None:
+        self.add("pop", lane=lane, uid=uid)
+
+    def records(self) -> list[tuple[str, dict[str, Any]]]:
+        """The operations read back as (code, fields) pairs, as the Lua side reads them (for tests)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        i = 0
+        while i < len(self):
+            code = self[i]
+            fields = OPS[code]
+            out.append((code, dict(zip(fields, self[i + 1 : i + 1 + len(fields)], strict=True))))
+            i += 1 + len(fields)
+        return out

@@ -1,0 +1,83 @@
+-- PLAN: take messages off the head of the queue (only while the head is the one expected) and
+-- claim their units, atomically, so conversation lanes follow the order of the queue exactly.
+--
+-- KEYS: queue, acks, heartbeats, stats, units.
+-- ARGV: broker id, now ms, ttl ms, pop ("1": take from the queue head, "0": plan only), then per
+-- message its fields as wa_middleware/worker/finish.py's PLAN_MESSAGE names them, and:
+--   n >= 0 (a delivery): n units, each as PLAN_UNIT names them
+--   n == -1 (a unit's own message): one PLAN_OWN record
+-- Returns one string per message taken: per unit "r" (run now, by this message), "q" (waits in
+-- its lane), "s" (skip: done, dead, or claimed by another message: a duplicate), "t" (skip: a
+-- stale status).
+local queue, acks, hb, stats, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local bid, now, ttl, pop = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+if pop == "1" then redis.call("zadd", hb, now, bid) end
+local out = {}
+local i = 5
+local dups = 0
+while i <= #ARGV do
+  --@bind PLAN_MESSAGE
+  local n = tonumber(count)
+  if pop == "1" then
+    if redis.call("lindex", queue, 0) ~= rid then break end
+    redis.call("lpop", queue)
+    redis.call("sadd", acks, rid)
+  end
+  local res = {}
+  if n < 0 then
+    --@bind PLAN_OWN
+    local v = redis.call("hget", key, field)
+    if v == "c|" .. mid and (lane == "" or redis.call("lindex", lane, 0) == mid) then
+      res[1] = "r"
+    else
+      res[1] = "s"
+    end
+  else
+    local heads = {}
+    for u = 1, n do
+      --@bind PLAN_UNIT
+      local v = redis.call("hget", key, field)
+      local r = "s"
+      if not v and stale ~= "" then
+        local sep = string.find(stale, "|", 1, true)
+        local skey, rank = string.sub(stale, 1, sep - 1), tonumber(string.sub(stale, sep + 1))
+        local seen = tonumber(redis.call("get", skey) or "0")
+        if seen > rank then
+          redis.call("hset", key, field, "d")
+          redis.call("pexpire", key, ttl)
+          redis.call("hincrby", stats, "stale_statuses", 1)
+          v = "d"
+          r = "t"
+        elseif rank > seen then
+          redis.call("set", skey, rank, "px", ttl)
+        end
+      end
+      if not v then
+        if lane == "" then
+          redis.call("hset", key, field, "c|" .. mid)
+          r = "r"
+        else
+          redis.call("rpush", lane, uid)
+          if heads[lane] or redis.call("llen", lane) == 1 then
+            heads[lane] = true
+            redis.call("hset", key, field, "c|" .. mid)
+            r = "r"
+          else
+            redis.call("hset", key, field, "c|" .. uid)
+            redis.call("hset", units, uid, data)
+            r = "q"
+          end
+        end
+        redis.call("pexpire", key, ttl)
+      elseif v == "c|" .. mid then
+        r = "r"
+      elseif r ~= "t" then
+        dups = dups + 1
+      end
+      res[u] = r
+    end
+  end
+  out[#out + 1] = table.concat(res)
+end
+if dups > 0 then redis.call("hincrby", stats, "duplicates", dups) end
+return out
