@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"wa_middleware": ROOT / "wa_middleware", "wa_middleware.adapters": ROOT / "adapters"}
 
 #: Module -> wing. The bottom holds small objects; the facade composes; the top uses it all.
-BOTTOM = {"_version", "errors", "settings", "keys", "logs", "metrics", "_loader"}
+BOTTOM = {"_version", "errors", "settings", "keys", "logs", "metrics", "memory", "_loader"}
 
 #: What each wing may import (itself always).
 ALLOWED = {
@@ -209,7 +209,7 @@ def test_a_web_process_does_not_load_the_worker_side(redis_url: str) -> None:
 
 def test_the_lua_scripts_ship_with_the_package() -> None:
     lua = sorted(p.name for p in (ROOT / "wa_middleware" / "worker" / "lua").glob("*.lua"))
-    assert lua == ["finish.lua", "peek.lua", "plan.lua"]
+    assert lua == ["finish.lua", "peek.lua", "plan.lua", "recover.lua", "requeue.lua"]
 
 
 def test_the_checks_see_what_they_must() -> None:

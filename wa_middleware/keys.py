@@ -57,13 +57,9 @@ class KeyLayout:
         return f"{self.dead_letters}.msgs"
 
     @property
-    def heartbeats(self) -> str:
-        """Sorted set ``broker id -> last heartbeat (ms)`` shared by every queue of the namespace."""
+    def dramatiq_heartbeats(self) -> str:
+        """dramatiq's own heartbeats (client clocks); this package's workers keep theirs in `heartbeats`."""
         return f"{self.namespace}:__heartbeats__"
-
-    def acks(self, broker_id: str, queue_name: str | None = None) -> str:
-        """Set of the message ids a worker process took and has not acked yet."""
-        return f"{self.namespace}:__acks__.{broker_id}.{queue_name or self.queue_name}"
 
     # -- the request path's own keys -----------------------------------------------------------
 
@@ -99,6 +95,34 @@ class KeyLayout:
     def stats(self) -> str:
         """Hash of counters: ``duplicates``, ``dead_lettered``, ``stale_statuses``."""
         return f"{self.prefix}:stats"
+
+    # -- the worker processes' leases, kept apart from dramatiq's (whose maintenance, on client
+    # clocks, would requeue them) -------------------------------------------------------------
+
+    @property
+    def heartbeats(self) -> str:
+        """Sorted set ``broker id -> last heartbeat``, in Redis's own clock (ms): a worker process's lease."""
+        return f"{self.prefix}:heartbeats"
+
+    @property
+    def acks_prefix(self) -> str:
+        return f"{self.prefix}:acks:"
+
+    def acks(self, broker_id: str) -> str:
+        """Set of the redis message ids a worker process took off the queue and has not finished."""
+        return f"{self.acks_prefix}{broker_id}"
+
+    @property
+    def retries(self) -> str:
+        """Sorted set ``redis message id -> due time (ms)`` of unit retries waiting out their backoff.
+
+        Due ones move to the queue atomically, so a retry is never held in a worker's memory."""
+        return f"{self.prefix}:retries"
+
+    @property
+    def epoch(self) -> str:
+        """A marker written once: its disappearance means Redis lost its data."""
+        return f"{self.prefix}:epoch"
 
     @staticmethod
     def conversation_of(lane: str) -> str:

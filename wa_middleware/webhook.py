@@ -74,6 +74,9 @@ class Webhook:
         message (``delivered`` after ``read``); skipped ones are counted (``stats()["stale_statuses"]``).
     :param recovery_timeout: seconds without a heartbeat after which a worker counts as dead and its
         unfinished messages run again elsewhere (within about 7/6 of this).
+    :param replicas: answer 200 only once this many replicas have the delivery too (Redis ``WAIT``,
+        within half of ``enqueue_timeout``; fewer in time is a 503, and the sender redelivers). With
+        0, a failover to a replica that lagged loses what it had not received yet.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class Webhook:
         dedupe_ttl: float = 7 * 86400,
         recovery_timeout: float = 30.0,
         skip_stale_statuses: bool = False,
+        replicas: int = 0,
     ) -> None:
         if auth is None:
             raise ConfigurationError(
@@ -132,6 +136,8 @@ class Webhook:
         routes.check_paths(path, health_path, metrics_path)
         if dedupe_ttl <= 0:
             raise ConfigurationError("dedupe_ttl must be positive")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise ConfigurationError("replicas must be an int >= 0")
         if not 1 <= recovery_timeout <= 3600:
             raise ConfigurationError("recovery_timeout must be between 1 and 3600 seconds")
         if isinstance(auth, NoAuth):
@@ -145,6 +151,7 @@ class Webhook:
         self.queue_name = queue_name
         self.namespace = namespace
         self.data_dir = data_dir
+        self.replicas = replicas
         #: Every Redis key name (shared with the worker, the Lua scripts and the tooling).
         self.keys = KeyLayout(namespace=namespace, queue_name=queue_name, name=name)
         #: How the worker runs callbacks.
@@ -395,6 +402,7 @@ class Webhook:
                     keys=self.keys,
                     timeout=self.core.enqueue_timeout,
                     recording=self.recording,
+                    replicas=self.replicas,
                 )
                 self._async_enqueuers[loop] = enqueuer
         return enqueuer
@@ -428,6 +436,7 @@ class Webhook:
                         keys=self.keys,
                         timeout=self.core.enqueue_timeout,
                         recording=self.recording,
+                        replicas=self.replicas,
                     )
             self._maybe_start_dev_worker()
         return self._sync_enqueuer

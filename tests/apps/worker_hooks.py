@@ -4,7 +4,9 @@ Every callback appends ``start`` and ``end`` lines (JSON, O_APPEND: lines of sev
 never interleave) to ``$WA_EVENTS``. ``WA_SLEEP_MS`` makes callbacks sleep a random 0..N ms,
 ``WA_FAIL_TWICE`` (comma-separated message ids or texts) makes ``on_text`` fail on the first two
 tries of those, ``WA_FAIL_ALWAYS`` makes ``on_text`` fail on those while the file
-``$WA_EVENTS.broken`` exists, ``WA_SLOW`` makes ``on_text`` sleep 3 s on those (to be killed in the middle).
+``$WA_EVENTS.broken`` exists, ``WA_SLOW`` makes ``on_text`` sleep ``WA_SLOW_S`` (3) s on those (to be
+killed in the middle), ``WA_BASE_EXCEPTION`` makes ``on_text`` raise a BaseException (not a callback
+failure: dramatiq itself rejects the message) on those while ``$WA_EVENTS.broken`` exists.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ wa = Webhook(
     ordered=os.environ.get("WA_ORDERED", "0") == "1",
     recovery_timeout=float(os.environ.get("WA_RECOVERY_TIMEOUT", "30")),
     skip_stale_statuses=os.environ.get("WA_SKIP_STALE", "0") == "1",
+    replicas=int(os.environ.get("WA_REPLICAS", "0")),
 )
 
 _SLEEP_MS = float(os.environ.get("WA_SLEEP_MS", "0"))
 _FAIL_TWICE = set(filter(None, os.environ.get("WA_FAIL_TWICE", "").split(",")))
 _FAIL_ALWAYS = set(filter(None, os.environ.get("WA_FAIL_ALWAYS", "").split(",")))
 _SLOW = set(filter(None, os.environ.get("WA_SLOW", "").split(",")))
+_SLOW_S = float(os.environ.get("WA_SLOW_S", "3"))
+_BASE = set(filter(None, os.environ.get("WA_BASE_EXCEPTION", "").split(",")))
+
+
+class Escaped(BaseException):
+    """Not an Exception: what the worker cannot treat as a callback failure."""
 
 
 def log(**fields: object) -> None:
@@ -67,7 +76,10 @@ def on_text(message: Message, ctx: EventContext) -> None:
     log(cb="on_text", phase="start", id=message.id, body=body, conv=conversation, attempt=tries)
     _nap()
     if body in _SLOW or message.id in _SLOW:
-        time.sleep(3)
+        time.sleep(_SLOW_S)
+    if (body in _BASE or message.id in _BASE) and os.path.exists(os.environ["WA_EVENTS"] + ".broken"):
+        log(cb="on_text", phase="fail", id=message.id, body=body, conv=conversation, attempt=tries)
+        raise Escaped("escaping the callback's error handling on purpose")
     if (body in _FAIL_TWICE or message.id in _FAIL_TWICE) and tries <= 2:
         log(cb="on_text", phase="fail", id=message.id, body=body, conv=conversation, attempt=tries)
         raise RuntimeError(f"failing on purpose, try {tries}")

@@ -168,3 +168,43 @@ def test_webhook_refuses_bad_configuration(kwargs: dict[str, object]) -> None:
 def test_basic_auth_refuses_bad_credentials(user: str, password: str) -> None:
     with pytest.raises(ValueError):
         BasicAuth(user, password)
+
+
+@pytest.mark.parametrize(
+    ("number", "accepted"),
+    [
+        pytest.param(b"1e999", False, id="exponent-past-double"),
+        pytest.param(b"-2E+400", False, id="negative-upper-exponent"),
+        pytest.param(b"1e308", True, id="largest-decade"),
+        pytest.param(b"1e-999", True, id="tiny-is-zero"),
+        pytest.param(b"123456789012345678901234567890", True, id="big-integer"),
+        pytest.param(b'"1e999"', True, id="in-a-string"),
+    ],
+)
+def test_one_validity_rule_with_the_worker(number: bytes, accepted: bool) -> None:
+    """What the request path stores, the worker can decode: a number msgspec cannot hold is a 400."""
+    from wa_middleware import PayloadError, decode_delivery, testing
+
+    body = testing.text("hi").to_bytes().replace(b'"timestamp":"', b'"x":' + number + b',"timestamp":"', 1)
+    core = Core(path="/webhook", auth=NoAuth(), max_body_size=1 << 20, queue_name="q", actor_name="a",
+                enqueue_timeout=1, body_timeout=1)  # fmt: skip
+    if accepted:
+        core.finish({}, body)
+        decode_delivery(body)  # and the worker decodes it
+    else:
+        with pytest.raises(PayloadError):
+            core.finish({}, body)
+
+
+def test_a_timestamp_past_a_double_is_refused_not_stored() -> None:
+    """The case the worker could not plan: ``"timestamp": 1e999`` in a message."""
+    from wa_middleware import PayloadError, testing
+
+    body = testing.text("hi").to_bytes()
+    start = body.index(b'"timestamp":"') + len(b'"timestamp":')
+    end = body.index(b'"', start + 1) + 1
+    body = body[:start] + b"1e999" + body[end:]
+    core = Core(path="/webhook", auth=NoAuth(), max_body_size=1 << 20, queue_name="q", actor_name="a",
+                enqueue_timeout=1, body_timeout=1)  # fmt: skip
+    with pytest.raises(PayloadError):
+        core.finish({}, body)

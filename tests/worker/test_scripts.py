@@ -1,8 +1,9 @@
-"""The worker's Lua scripts (PLAN, FINISH, PEEK) run directly on a real Redis, without worker processes.
+"""The worker's Lua scripts (PEEK, PLAN, FINISH, RECOVER, REQUEUE) run directly on a real Redis,
+without worker processes.
 
 Arguments are built only with `wa_middleware.worker.finish` (the one schema of the records) and
-keys only with `KeyLayout`, the way `Dispatcher.plan` / `Dispatcher.finish` and the broker's
-fetch build them; every test then asserts on the Redis state the script left.
+keys only with `KeyLayout`, the way `Dispatcher.plan` / `Dispatcher.finish`, the broker's fetch and
+`Lease` build them; every test then asserts on the Redis state the script left.
 """
 
 from __future__ import annotations
@@ -20,16 +21,25 @@ import redis
 from wa_middleware.keys import KeyLayout
 from wa_middleware.worker import finish, scripts
 from wa_middleware.worker.finish import OPS, RECORDS, Ops, plan_message, plan_own, plan_unit
-from wa_middleware.worker.scripts import FINISH, PEEK, PLAN
 
 BROKER = "broker-under-test"
+OTHER = "other-broker"
 TTL = 60_000
+TIMEOUT = 10_000  # ms without a heartbeat after which a worker process is presumed dead
+DEAD_TTL = 3_600_000
 CB = "on_message"
 LUA = Path(scripts.__file__).parent / "lua"
 
 
 def now_ms() -> int:
+    """The worker's clock (what FINISH is passed for the dead letters' time)."""
     return int(time.time() * 1000)
+
+
+def redis_ms(client: redis.Redis) -> int:
+    """Redis's own clock, which PEEK, PLAN and RECOVER read."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 # -- records, built only through finish.py ---------------------------------------------------------
@@ -49,35 +59,70 @@ def own(rid: str, mid: str, *, key: str, field: str = CB, lane: str = "") -> lis
     return [*plan_message(rid=rid, mid=mid, count=-1), *plan_own(key=key, field=field, lane=lane)]
 
 
+def text(values: list[Any]) -> list[Any]:
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+
 class Lua:
-    """The three scripts registered on one client, called with the KEYS the dispatcher passes."""
+    """The scripts registered on one client (`scripts.Scripts`), called with the KEYS the
+    dispatcher, the broker and the lease pass."""
 
     def __init__(self, client: redis.Redis, keys: KeyLayout) -> None:
         self.client = client
         self.keys = keys
-        self._plan = client.register_script(PLAN)
-        self._finish = client.register_script(FINISH)
-        self._peek = client.register_script(PEEK)
+        self.scripts = scripts.Scripts(client)
 
     @property
     def acks(self) -> str:
         return self.keys.acks(BROKER)
 
-    def plan(self, *messages: list[Any], pop: bool = False, now: int | None = None, ttl: int = TTL) -> list[str]:
+    def plan(
+        self,
+        *messages: list[Any],
+        pop: bool = False,
+        fresh: bool = True,
+        ttl: int = TTL,
+        bid: str = BROKER,
+        epoch: str = "",
+    ) -> list[str]:
         k = self.keys
-        keys = [k.queue, self.acks, k.heartbeats, k.stats, k.units]
-        args = [BROKER, now if now is not None else now_ms(), ttl, "1" if pop else "0", *chain.from_iterable(messages)]
-        return [r.decode() for r in self._plan(keys=keys, args=args)]
+        keys = [k.queue, k.acks(bid), k.heartbeats, k.stats, k.units, k.epoch]
+        args = [bid, ttl, "1" if pop else "0", "1" if fresh else "0", epoch, *chain.from_iterable(messages)]
+        return [r.decode() for r in self.scripts.plan(keys=keys, args=args)]
 
-    def finish(self, ops: Ops, *, rid: str = "", take: bool = False, now: int | None = None, ttl: int = TTL) -> Any:
+    def finish(
+        self,
+        ops: Ops,
+        *,
+        rid: str = "",
+        take: bool = False,
+        now: int | None = None,
+        ttl: int = TTL,
+        bid: str = BROKER,
+    ) -> list[Any]:
         k = self.keys
-        keys = [k.queue, k.messages, self.acks, k.stats, k.units, k.dead_letters, k.dead_messages]
-        return self._finish(
-            keys=keys, args=[rid, now if now is not None else now_ms(), ttl, "1" if take else "0", *ops]
-        )
+        keys = [
+            k.queue, k.messages, k.acks(bid), k.stats, k.units, k.dead_letters, k.dead_messages, k.heartbeats,
+            k.retries,
+        ]  # fmt: skip
+        args = [rid, bid, now if now is not None else now_ms(), ttl, "1" if take else "0", *ops]
+        return self.scripts.finish(keys=keys, args=args)
 
     def peek(self, count: int) -> Any:
-        return self._peek(keys=[self.keys.queue, self.keys.messages], args=[count])
+        k = self.keys
+        return self.scripts.peek(keys=[k.queue, k.messages, k.retries], args=[count])
+
+    def recover(
+        self, bid: str = BROKER, *, fresh: bool = True, timeout: int = TIMEOUT, dead_ttl: int = DEAD_TTL
+    ) -> list[Any]:
+        k = self.keys
+        keys = [k.heartbeats, k.queue, k.messages, k.dead_letters, k.dead_messages, k.epoch]
+        args = [bid, timeout, k.acks_prefix, "1" if fresh else "0", dead_ttl]
+        return text(self.scripts.recover(keys=keys, args=args))
+
+    def requeue(self, *rids: str, bid: str = BROKER) -> int:
+        k = self.keys
+        return int(self.scripts.requeue(keys=[k.acks(bid), k.queue, k.messages], args=list(rids)))
 
     # -- state -----------------------------------------------------------------------------
 
@@ -85,6 +130,12 @@ class Lua:
         """Put a message on the ready queue as dramatiq does: body in ``.msgs``, id on the list."""
         self.client.hset(self.keys.messages, rid, data)
         self.client.rpush(self.keys.queue, rid)
+
+    def take(self, rid: str, data: bytes = b"body", *, bid: str = BROKER) -> None:
+        """A message this worker process took: its body stored, its id in the acks, its heartbeat alive."""
+        self.client.hset(self.keys.messages, rid, data)
+        self.client.sadd(self.keys.acks(bid), rid)
+        self.client.zadd(self.keys.heartbeats, {bid: redis_ms(self.client)})
 
     def queue(self) -> list[bytes]:
         return self.client.lrange(self.keys.queue, 0, -1)
@@ -98,8 +149,11 @@ class Lua:
     def stat(self, name: str) -> int:
         return int(self.client.hget(self.keys.stats, name) or 0)
 
-    def ack_set(self) -> set[bytes]:
-        return self.client.smembers(self.acks)
+    def ack_set(self, bid: str = BROKER) -> set[bytes]:
+        return self.client.smembers(self.keys.acks(bid))
+
+    def heartbeat(self, bid: str = BROKER) -> float | None:
+        return self.client.zscore(self.keys.heartbeats, bid)
 
 
 @pytest.fixture
@@ -124,6 +178,13 @@ def assert_ttl(client: redis.Redis, key: str, ttl: int = TTL) -> None:
     assert 0 < pttl <= ttl, f"{key}: pttl {pttl}"
 
 
+def assert_redis_time(score: float | None, before: int, after: int) -> None:
+    """``score`` was read from Redis's clock between ``before`` and ``after`` (both Redis TIME)."""
+    assert score is not None
+    assert before <= score <= after, (before, score, after)
+
+
+OK = [b"ok"]
 # -- PLAN ------------------------------------------------------------------------------------------
 
 
@@ -197,12 +258,12 @@ def test_plan_pop_takes_the_queue_head_only_while_expected(
 ) -> None:
     for rid in "abc":
         lua.enqueue(rid)
-    now = now_ms()
+    before = redis_ms(client)
     messages = [delivery(rid, f"m-{rid}", unit(keys.idem(f"msg:{rid}"), f"m-{rid}.0")) for rid in planned]
-    assert lua.plan(*messages, pop=True, now=now) == ["r"] * len(taken)  # fewer results than messages
+    assert lua.plan(*messages, pop=True) == ["r"] * len(taken)  # fewer results than messages
     assert lua.queue() == [rid.encode() for rid in left]
     assert lua.ack_set() == {rid.encode() for rid in taken}
-    assert client.zscore(keys.heartbeats, BROKER) == now
+    assert_redis_time(lua.heartbeat(), before, redis_ms(client))  # registered (fresh), on Redis's clock
     for rid in planned:  # only the messages taken claimed their units
         expected = f"c|m-{rid}".encode() if rid in taken else None
         assert lua.field(keys.idem(f"msg:{rid}")) == expected
@@ -385,6 +446,45 @@ def test_plan_own_message(
     assert lua.stat("duplicates") == 0
 
 
+# -- PLAN: fencing ---------------------------------------------------------------------------------
+
+
+def test_plan_fresh_registers_the_heartbeat_on_redis_clock(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    lua.enqueue("r1")
+    before = redis_ms(client)
+    assert lua.plan(delivery("r1", "m1", unit(keys.idem("msg:e1"), "m1.0")), pop=True, fresh=True) == ["r"]
+    # The client passes no time at all: the heartbeat is Redis's TIME.
+    assert_redis_time(lua.heartbeat(), before, redis_ms(client))
+    assert lua.ack_set() == {b"r1"}
+
+
+def test_plan_not_fresh_refreshes_a_live_heartbeat(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    client.zadd(keys.heartbeats, {BROKER: redis_ms(client) - 5_000})  # registered a while ago
+    lua.enqueue("r1")
+    before = redis_ms(client)
+    assert lua.plan(delivery("r1", "m1", unit(keys.idem("msg:e1"), "m1.0")), pop=True, fresh=False) == ["r"]
+    assert_redis_time(lua.heartbeat(), before, redis_ms(client))
+    assert lua.ack_set() == {b"r1"}
+
+
+def test_plan_not_fresh_without_a_heartbeat_is_fenced(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("msg:e1")
+    lua.enqueue("r1")
+    with pytest.raises(redis.ResponseError) as raised:
+        lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), pop=True, fresh=False)
+    assert str(raised.value).startswith("WAFENCED")
+    # Nothing taken, claimed or registered.
+    assert lua.queue() == [b"r1"]
+    assert not client.exists(lua.acks, keys.heartbeats, keys.stats, e1)
+
+
+def test_plan_without_pop_is_not_fenced(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("msg:e1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), pop=False, fresh=False) == ["r"]
+    assert lua.field(e1) == b"c|m1"
+    assert not client.exists(keys.heartbeats)
+
+
 # -- FINISH ----------------------------------------------------------------------------------------
 
 
@@ -393,22 +493,28 @@ def test_finish_done_sets_the_field_and_refreshes_its_ttl(lua: Lua, keys: KeyLay
     lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), ttl=1_000)
     ops = Ops()
     ops.done(e1, CB)
-    assert lua.finish(ops) == []
+    assert lua.finish(ops) == OK
     assert lua.field(e1) == b"d"
     assert 1_000 < client.pttl(e1) <= TTL
 
 
-def test_finish_retry_hands_the_unit_to_its_next_message(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+def test_finish_retry_waits_in_the_retries_set(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
     e1 = keys.idem("msg:e1")
-    lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), ttl=1_000)
+    lua.enqueue("r1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), pop=True, ttl=1_000) == ["r"]
+    due = now_ms() + 30_000
     ops = Ops()
-    ops.retry(e1, CB, "m1.0", "next-rid", b"retry message", keys.delay_queue, keys.delay_messages)
-    assert lua.finish(ops) == []
-    assert lua.field(e1) == b"c|m1.0"
+    ops.retry(e1, CB, "m1.0", "next-rid", b"retry message", due)
+    assert lua.finish(ops, rid="r1") == OK
+    assert lua.field(e1) == b"c|m1.0"  # claimed by the retry's own message
     assert 1_000 < client.pttl(e1) <= TTL
-    assert client.hgetall(keys.delay_messages) == {b"next-rid": b"retry message"}
-    assert client.lrange(keys.delay_queue, 0, -1) == [b"next-rid"]
+    assert client.zrange(keys.retries, 0, -1, withscores=True) == [(b"next-rid", due)]
+    # Its body where the queue's are (r1 itself acked, its body gone); nothing on dramatiq's delay queue.
+    assert client.hgetall(keys.messages) == {b"next-rid": b"retry message"}
+    assert not client.exists(keys.delay_queue, keys.delay_messages)
     assert lua.queue() == []
+    assert lua.ack_set() == set()
+    assert lua.peek(10) == []  # not due yet
     # The retry's own message runs it; a redelivery of the delivery does not.
     assert lua.plan(own("next-rid", "m1.0", key=e1)) == ["r"]
     assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"))) == ["s"]
@@ -421,7 +527,7 @@ def test_finish_dead_dead_letters_the_unit(lua: Lua, keys: KeyLayout, client: re
     ops = Ops()
     ops.dead(e1, CB, "m1.0", "dead-1", b"dead message 1")
     ops.dead(e2, CB, "m1.1", "dead-2", b"dead message 2")
-    assert lua.finish(ops, now=now) == []
+    assert lua.finish(ops, now=now) == OK
     assert (lua.field(e1), lua.field(e2)) == (b"x|m1.0", b"x|m1.1")
     assert 1_000 < client.pttl(e1) <= TTL
     assert client.zrange(keys.dead_letters, 0, -1, withscores=True) == [(b"dead-1", now), (b"dead-2", now)]
@@ -435,13 +541,35 @@ def test_finish_wait_parks_an_inline_unit_in_its_lane(lua: Lua, keys: KeyLayout,
     e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
     assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0", lane=lane), unit(e2, "m1.1", lane=lane))) == ["rr"]
     ops = Ops()  # the first failed (retried), the second waits behind it
-    ops.retry(e1, CB, "m1.0", "retry-1", b"retry", keys.delay_queue, keys.delay_messages)
+    ops.retry(e1, CB, "m1.0", "retry-1", b"retry", now_ms() + 30_000)
     ops.wait(e2, CB, "m1.1", b"waiting unit")
-    lua.finish(ops)
+    assert lua.finish(ops) == OK
     assert lua.field(e2) == b"c|m1.1"
     assert client.hgetall(keys.units) == {b"m1.1": b"waiting unit"}
     assert lua.lane(lane) == [b"m1.0", b"m1.1"]  # the lane is untouched
     assert lua.queue() == []
+
+
+def test_finish_bury_moves_the_message_body_to_the_dead_letters(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    lua.enqueue("r1", b"rejected body")
+    assert lua.plan(own("r1", "m1", key="", field=""), pop=True) == ["s"]
+    now = now_ms()
+    ops = Ops()
+    ops.bury("r1")
+    assert lua.finish(ops, rid="r1", now=now) == OK
+    assert client.zrange(keys.dead_letters, 0, -1, withscores=True) == [(b"r1", now)]
+    assert client.hgetall(keys.dead_messages) == {b"r1": b"rejected body"}
+    assert lua.stat("dead_lettered") == 1
+    assert not client.exists(keys.messages, lua.acks)  # and acked
+
+
+def test_finish_bury_without_a_body_buries_nothing(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    client.sadd(lua.acks, "r1")  # taken, but its body is gone
+    client.zadd(keys.heartbeats, {BROKER: redis_ms(client)})
+    ops = Ops()
+    ops.bury("r1")
+    assert lua.finish(ops, rid="r1") == OK
+    assert not client.exists(keys.dead_letters, keys.dead_messages, keys.stats, lua.acks)
 
 
 @pytest.mark.parametrize(
@@ -478,18 +606,18 @@ def test_finish_pop_moves_the_lane_on(
     assert lua.lane(lane) == [item.encode() for item in left]
     remaining = dict(stored)
     if enqueued is None:
-        assert taken == []
+        assert taken == OK
         assert lua.queue() == [b"other"]
         assert not client.exists(lua.acks)
     else:
         data = remaining.pop(enqueued)
         assert client.hget(keys.messages, enqueued) == data  # its body where the queue's are
         if take:
-            assert taken == [enqueued.encode(), data]
+            assert taken == [*OK, enqueued.encode(), data]
             assert lua.ack_set() == {enqueued.encode()}  # taken by this worker, as if fetched
             assert lua.queue() == [b"other"]
         else:
-            assert taken == []
+            assert taken == OK
             assert lua.queue() == [b"other", enqueued.encode()]
             assert not client.exists(lua.acks)
     assert client.hgetall(keys.units) == {k.encode(): v for k, v in remaining.items()}
@@ -503,35 +631,43 @@ def test_finish_pop_hands_over_several_lanes_in_order(lua: Lua, keys: KeyLayout,
     ops = Ops()
     ops.pop_lane(a, "a1")
     ops.pop_lane(b, "b1")
-    assert lua.finish(ops, take=True) == [b"a2", b"m-a2", b"b2", b"m-b2"]
+    assert lua.finish(ops, take=True) == [*OK, b"a2", b"m-a2", b"b2", b"m-b2"]
     assert lua.ack_set() == {b"a2", b"b2"}
     assert not client.exists(keys.units)
 
 
 @pytest.mark.parametrize(
-    ("in_acks", "rid", "acked"),
+    ("in_acks", "alive", "rid", "status"),
     [
-        pytest.param(True, "r1", True, id="in-acks"),
-        pytest.param(False, "r1", False, id="not-in-acks"),
-        pytest.param(True, "", False, id="no-rid"),
+        pytest.param(True, True, "r1", b"ok", id="in-acks"),
+        pytest.param(False, True, "r1", b"again", id="not-in-acks-alive"),
+        pytest.param(False, False, "r1", b"gone", id="not-in-acks-presumed-dead"),
+        pytest.param(True, True, "", b"ok", id="no-rid"),
     ],
 )
 def test_finish_acks_the_message(
-    lua: Lua, keys: KeyLayout, client: redis.Redis, in_acks: bool, rid: str, acked: bool
+    lua: Lua, keys: KeyLayout, client: redis.Redis, in_acks: bool, alive: bool, rid: str, status: bytes
 ) -> None:
+    e1 = keys.idem("msg:e1")
     lua.enqueue("r1", b"body 1")
     lua.enqueue("r2", b"body 2")
     if in_acks:
         assert lua.plan(own("r1", "m1", key="", field=""), pop=True) == ["s"]
+    if alive:
+        client.zadd(keys.heartbeats, {BROKER: redis_ms(client)})
     client.sadd(lua.acks, "r2")
-    assert lua.finish(Ops(), rid=rid) == []
+    ops = Ops()
+    ops.done(e1, CB)
+    assert lua.finish(ops, rid=rid) == [status]
     bodies = client.hgetall(keys.messages)
-    if acked:
+    if rid and status == b"ok":
         assert lua.ack_set() == {b"r2"}
         assert bodies == {b"r2": b"body 2"}
     else:
         assert lua.ack_set() == ({b"r1", b"r2"} if in_acks else {b"r2"})
         assert bodies == {b"r1": b"body 1", b"r2": b"body 2"}  # nothing deleted
+    # The ops are applied with the ack, or not at all.
+    assert lua.field(e1) == (b"d" if status == b"ok" else None)
 
 
 def test_finish_applies_ops_then_acks(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
@@ -541,13 +677,63 @@ def test_finish_applies_ops_then_acks(lua: Lua, keys: KeyLayout, client: redis.R
     ops = Ops()
     ops.done(e1, CB)
     ops.dead(e2, CB, "m1.1", "dead-1", b"dead")
-    assert lua.finish(ops, rid="r1") == []
+    assert lua.finish(ops, rid="r1") == OK
     assert (lua.field(e1), lua.field(e2)) == (b"d", b"x|m1.1")
     assert not client.exists(lua.acks)
     assert not client.exists(keys.messages)
     # A redelivery of the same delivery runs nothing again.
     lua.enqueue("r1")
     assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"), unit(e2, "m1.1")), pop=True) == ["ss"]
+
+
+def test_finish_is_applied_once_then_answers_again(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    lua.enqueue("r1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0"), unit(e2, "m1.1")), pop=True) == ["rr"]
+    ops = Ops()
+    ops.retry(e1, CB, "m1.0", "retry-1", b"retry message", 0)  # due at once
+    ops.dead(e2, CB, "m1.1", "dead-1", b"dead message")
+    assert lua.finish(ops, rid="r1") == OK
+    # The retry is promoted to the queue and runs (fine) before the reply of the FINISH reaches the worker...
+    assert lua.peek(10) == [[b"retry-1"], [b"retry message"]]
+    assert not client.exists(keys.retries)
+    client.hset(e1, CB, "d")
+    # ...which, having lost that reply, sends the same FINISH again: nothing is applied twice.
+    assert lua.finish(ops, rid="r1") == [b"again"]
+    assert not client.exists(keys.retries)  # the retry is not pushed again
+    assert lua.queue() == [b"retry-1"]
+    assert lua.field(e1) == b"d"  # not claimed back for a retry that already ran
+    assert lua.stat("dead_lettered") == 1
+    assert client.zcard(keys.dead_letters) == 1
+    assert client.hgetall(keys.messages) == {b"retry-1": b"retry message"}
+
+
+def test_finish_of_a_process_presumed_dead_is_gone(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    lane = keys.lane("phone:user")
+    e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
+    lua.enqueue("r1", b"body 1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0", lane=lane), unit(e2, "m1.1")), pop=True) == ["rr"]
+    client.rpush(lane, "m2.0")
+    client.hset(keys.units, "m2.0", b"unit m2.0")
+    # Another worker's RECOVER took it over: heartbeat removed, acks deleted, message requeued.
+    client.zrem(keys.heartbeats, BROKER)
+    client.delete(lua.acks)
+    client.lpush(keys.queue, "r1")
+    ops = Ops()
+    ops.done(e1, CB)
+    ops.pop_lane(lane, "m1.0")
+    ops.retry(e2, CB, "m1.1", "retry-1", b"retry", 0)
+    ops.dead(e2, CB, "m1.1", "dead-1", b"dead")
+    ops.bury("r1")
+    assert lua.finish(ops, rid="r1", take=True) == [b"gone"]
+    # Nothing applied: the copy that runs elsewhere is the only one that counts.
+    assert (lua.field(e1), lua.field(e2)) == (b"c|m1", b"c|m1")
+    assert lua.lane(lane) == [b"m1.0", b"m2.0"]
+    assert client.hgetall(keys.units) == {b"m2.0": b"unit m2.0"}
+    assert lua.queue() == [b"r1"]
+    assert client.hgetall(keys.messages) == {b"r1": b"body 1"}
+    assert not client.exists(lua.acks, keys.retries, keys.dead_letters, keys.dead_messages, keys.heartbeats)
+    assert lua.stat("dead_lettered") == 0
 
 
 def test_finish_unknown_op_is_an_error(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
@@ -583,22 +769,22 @@ def test_lane_head_is_handed_over_and_runs(lua: Lua, keys: KeyLayout, client: re
     ops.done(e1, CB)
     ops.pop_lane(lane, "m1.0")
     ops_r2 = Ops()
-    assert lua.finish(ops_r2, rid="r2") == []  # the delivery that queued it has nothing to run
+    assert lua.finish(ops_r2, rid="r2") == OK  # the delivery that queued it has nothing to run
     taken = lua.finish(ops, rid="r1", take=take)
     if take:
-        assert taken == [b"m2.0", b"unit m2.0"]
+        assert taken == [*OK, b"m2.0", b"unit m2.0"]
         assert lua.ack_set() == {b"m2.0"}
         assert lua.queue() == []
     else:
-        assert taken == []
+        assert taken == OK
         assert lua.queue() == [b"m2.0"]
-        assert lua.plan(own("m2.0", "m2.0", key=e2, lane=lane), pop=True) == ["r"]
+        assert lua.plan(own("m2.0", "m2.0", key=e2, lane=lane), pop=True, fresh=False) == ["r"]
         assert lua.ack_set() == {b"m2.0"}
     assert lua.plan(own("m2.0", "m2.0", key=e2, lane=lane)) == ["r"]
     done = Ops()
     done.done(e2, CB)
     done.pop_lane(lane, "m2.0")
-    assert lua.finish(done, rid="m2.0") == []
+    assert lua.finish(done, rid="m2.0") == OK
     assert not client.exists(lane, keys.units, lua.acks, keys.messages)
     assert (lua.field(e1), lua.field(e2)) == (b"d", b"d")
 
@@ -621,33 +807,220 @@ def test_peek_a_message_without_body(lua: Lua, keys: KeyLayout, client: redis.Re
     assert lua.peek(2) == [[b"no-body", b"r1"], [None, b"body 1"]]
 
 
-# -- the schema ------------------------------------------------------------------------------------
+def test_peek_moves_due_retries_to_the_queue_tail_in_due_order(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    lua.enqueue("r0", b"body 0")
+    now = redis_ms(client)
+    retries = {"late": now - 10, "early": now - 60_000, "just-due": now, "future": now + 60_000}
+    client.hset(keys.messages, mapping={rid: f"retry {rid}".encode() for rid in retries})
+    client.zadd(keys.retries, retries)
+    due = [b"early", b"late", b"just-due"]  # score <= Redis's TIME, in due order
+    assert lua.peek(10) == [[b"r0", *due], [b"body 0", *(b"retry " + rid for rid in due)]]
+    assert lua.queue() == [b"r0", *due]
+    assert client.zrange(keys.retries, 0, -1) == [b"future"]  # the promoted ones left the set
+    assert lua.peek(10) == [[b"r0", *due], [b"body 0", *(b"retry " + rid for rid in due)]]  # not twice
+
+
+def test_peek_promotes_due_retries_onto_an_empty_queue(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    client.hset(keys.messages, "retry-1", b"retry")
+    client.zadd(keys.retries, {"retry-1": redis_ms(client) - 1})
+    assert lua.peek(1) == [[b"retry-1"], [b"retry"]]
+    assert not client.exists(keys.retries)
+
+
+# -- RECOVER ---------------------------------------------------------------------------------------
+
+
+def test_recover_registers_a_fresh_process_on_redis_clock(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    before = redis_ms(client)
+    assert lua.recover(BROKER, fresh=True) == ["ok", 0, ""]
+    assert_redis_time(lua.heartbeat(), before, redis_ms(client))
+
+
+def test_recover_heartbeats_on_redis_clock(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    client.zadd(keys.heartbeats, {BROKER: redis_ms(client) - TIMEOUT // 2})
+    before = redis_ms(client)
+    assert lua.recover(BROKER, fresh=False) == ["ok", 0, ""]
+    assert_redis_time(lua.heartbeat(), before, redis_ms(client))
+
+
+def test_recover_requeues_what_a_dead_process_held_at_the_queue_head(
+    lua: Lua, keys: KeyLayout, client: redis.Redis
+) -> None:
+    now = redis_ms(client)
+    alive = "alive-broker"
+    client.zadd(keys.heartbeats, {BROKER: now - 1_000, OTHER: now - TIMEOUT - 1_000, alive: now - TIMEOUT // 2})
+    lua.enqueue("x", b"body x")
+    client.hset(keys.messages, mapping={"a": b"body a", "b": b"body b", "c": b"body c"})
+    client.sadd(keys.acks(OTHER), "a", "b", "no-body")
+    client.sadd(keys.acks(alive), "c")
+    assert lua.recover(BROKER, fresh=False) == ["ok", 2, ""]
+    queue = lua.queue()
+    assert set(queue[:2]) == {b"a", b"b"} and queue[2:] == [b"x"]  # at the head; a message without body is not
+    assert not client.exists(keys.acks(OTHER))
+    assert lua.heartbeat(OTHER) is None
+    # A process whose heartbeat is not older than the timeout keeps what it holds.
+    assert lua.ack_set(alive) == {b"c"}
+    assert lua.heartbeat(alive) == now - TIMEOUT // 2
+    assert client.hlen(keys.messages) == 4  # bodies untouched
+    assert lua.recover(BROKER, fresh=False) == ["ok", 0, ""]  # nothing twice
+
+
+def test_recover_takes_over_nobody_when_its_own_heartbeat_is_stale(
+    lua: Lua, keys: KeyLayout, client: redis.Redis
+) -> None:
+    now = redis_ms(client)
+    # Neither could heartbeat for longer than the timeout (Redis was out of reach for both).
+    client.zadd(keys.heartbeats, {BROKER: now - TIMEOUT - 1_000, OTHER: now - TIMEOUT - 2_000})
+    client.hset(keys.messages, "a", b"body a")
+    client.sadd(keys.acks(OTHER), "a")
+    before = redis_ms(client)
+    assert lua.recover(BROKER, fresh=False) == ["ok", 0, ""]
+    assert lua.ack_set(OTHER) == {b"a"}
+    assert lua.heartbeat(OTHER) is not None
+    assert lua.queue() == []
+    assert_redis_time(lua.heartbeat(), before, redis_ms(client))  # its own heartbeat is refreshed all the same
+    # The other one had its chance to heartbeat again: now that this one's heartbeat is recent, it is dead.
+    assert lua.recover(BROKER, fresh=False) == ["ok", 1, ""]
+    assert lua.queue() == [b"a"]
+    assert not client.exists(keys.acks(OTHER))
+
+
+def test_recover_a_fresh_process_takes_over_nobody_on_its_first_heartbeat(
+    lua: Lua, keys: KeyLayout, client: redis.Redis
+) -> None:
+    client.zadd(keys.heartbeats, {OTHER: redis_ms(client) - TIMEOUT - 1_000})
+    client.hset(keys.messages, "a", b"body a")
+    client.sadd(keys.acks(OTHER), "a")
+    assert lua.recover(BROKER, fresh=True) == ["ok", 0, ""]  # no previous heartbeat of its own: not recent
+    assert lua.ack_set(OTHER) == {b"a"}
+    assert lua.recover(BROKER, fresh=False) == ["ok", 1, ""]
+    assert lua.queue() == [b"a"]
+
+
+def test_recover_of_a_process_without_heartbeat_is_fenced(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    now = redis_ms(client)
+    client.set(keys.epoch, "epoch-1")
+    client.zadd(keys.heartbeats, {OTHER: now - TIMEOUT - 1_000})
+    client.hset(keys.messages, "a", b"body a")
+    client.sadd(keys.acks(OTHER), "a")
+    client.zadd(keys.dead_letters, {"old": now - DEAD_TTL - 1_000})
+    assert lua.recover(BROKER, fresh=False) == ["fenced", 0, "epoch-1"]
+    # Neither registered nor recovering anything.
+    assert lua.heartbeat() is None
+    assert lua.ack_set(OTHER) == {b"a"}
+    assert lua.queue() == []
+    assert client.zcard(keys.dead_letters) == 1
+
+
+def test_recover_expires_old_dead_letters(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    now = redis_ms(client)
+    client.zadd(keys.dead_letters, {"old": now - DEAD_TTL - 1_000, "recent": now - 1_000})
+    client.hset(keys.dead_messages, mapping={"old": b"old", "recent": b"recent"})
+    assert lua.recover(BROKER, fresh=True) == ["ok", 0, ""]
+    assert client.zrange(keys.dead_letters, 0, -1) == [b"recent"]
+    assert client.hgetall(keys.dead_messages) == {b"recent": b"recent"}
+
+
+@pytest.mark.parametrize("marker", [pytest.param(None, id="absent"), pytest.param("epoch-1", id="present")])
+def test_recover_returns_the_epoch_marker(lua: Lua, keys: KeyLayout, client: redis.Redis, marker: str | None) -> None:
+    if marker is not None:
+        client.set(keys.epoch, marker)
+    assert lua.recover(BROKER, fresh=True) == ["ok", 0, marker or ""]
+    assert client.get(keys.epoch) == (marker.encode() if marker else None)  # RECOVER never writes it
+
+
+def test_a_process_presumed_dead_is_fenced_everywhere(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("msg:e1")
+    lua.enqueue("r1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), pop=True) == ["r"]
+    assert lua.recover(OTHER, fresh=True) == ["ok", 0, ""]  # a live worker
+    client.zadd(keys.heartbeats, {BROKER: redis_ms(client) - TIMEOUT - 1_000})  # paused for too long
+    assert lua.recover(OTHER, fresh=False) == ["ok", 1, ""]
+    assert lua.queue() == [b"r1"]
+    ops = Ops()
+    ops.done(e1, CB)
+    assert lua.finish(ops, rid="r1") == [b"gone"]
+    assert lua.field(e1) == b"c|m1"
+    assert lua.recover(BROKER, fresh=False)[0] == "fenced"
+    with pytest.raises(redis.ResponseError, match=r"^WAFENCED"):
+        lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), pop=True, fresh=False)
+    assert lua.queue() == [b"r1"]  # for the live worker to take
+
+
+# -- REQUEUE ---------------------------------------------------------------------------------------
+
+
+def test_requeue_puts_messages_back_at_the_head_in_order(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    lua.enqueue("x", b"body x")
+    for rid in ("a", "b", "c"):
+        lua.take(rid, f"body {rid}".encode())
+    client.sadd(lua.acks, "no-body")
+    client.hset(keys.messages, "elsewhere", b"not ours")  # has a body, but is not in our acks
+    assert lua.requeue("c", "a", "no-body", "elsewhere") == 2
+    assert lua.queue() == [b"c", b"a", b"x"]
+    assert lua.ack_set() == {b"b"}
+    assert client.hlen(keys.messages) == 5  # bodies stay with the queue
+    assert lua.requeue("c", "a") == 0  # not in the acks any more: not pushed twice
+    assert lua.queue() == [b"c", b"a", b"x"]
+
+
+def test_requeue_nothing(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    assert lua.requeue() == 0
+    assert not client.exists(keys.queue)
+
+
+# -- the scripts and the schema --------------------------------------------------------------------
+
+
+def test_scripts_registers_every_script(client: redis.Redis) -> None:
+    registered = scripts.Scripts(client)
+    for name in scripts.NAMES:
+        script = getattr(registered, name)
+        assert script.script == scripts.load(name)  # Redis 7 here: with the flags line
+        assert (LUA / f"{name}.lua").exists()
+    assert sorted(p.stem for p in LUA.glob("*.lua")) == sorted(scripts.NAMES)
+    with pytest.raises(AttributeError):
+        registered._missing  # noqa: B018
+
+
+@pytest.mark.parametrize("name", scripts.NAMES)
+def test_load_keeps_or_drops_the_flags_line(name: str) -> None:
+    with_flags, without = scripts.load(name), scripts.load(name, flags=False)
+    assert with_flags.startswith("#!lua flags=allow-oom\n")
+    assert not without.startswith("#!")
+    assert with_flags.split("\n", 1)[1] == without
+    assert getattr(scripts, name.upper()) == with_flags
+    for source in (with_flags, without):  # all generated at load time
+        assert "--@bind" not in source
+        assert "--@now" not in source
+
+
+def test_scripts_without_the_flags_line_run_too(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    peek = client.register_script(scripts.load("peek", flags=False))
+    lua.enqueue("r1", b"body 1")
+    assert peek(keys=[keys.queue, keys.messages, keys.retries], args=[5]) == [[b"r1"], [b"body 1"]]
+
+
+def test_now_reads_redis_time() -> None:
+    for name in ("peek", "plan", "recover"):
+        assert 'redis.call("time")' in scripts.load(name), name
 
 
 def test_ops_records_read_back_what_was_built() -> None:
     ops = Ops()
     ops.done("k1", "cb")
-    ops.retry("k2", "cb", "u2", "rid2", b"retry", "q.DQ", "q.DQ.msgs")
+    ops.retry("k2", "cb", "u2", "rid2", b"retry", 1234)
     ops.dead("k3", "cb", "u3", "rid3", b"dead")
     ops.wait("k4", "cb", "u4", b"wait")
     ops.pop_lane("lane", "u5")
+    ops.bury("rid6")
     assert ops.records() == [
         ("done", {"key": "k1", "field": "cb"}),
-        (
-            "retry",
-            {
-                "key": "k2",
-                "field": "cb",
-                "owner": "u2",
-                "next_rid": "rid2",
-                "data": b"retry",
-                "q": "q.DQ",
-                "q_msgs": "q.DQ.msgs",
-            },
-        ),
+        ("retry", {"key": "k2", "field": "cb", "owner": "u2", "next_rid": "rid2", "data": b"retry", "due": 1234}),
         ("dead", {"key": "k3", "field": "cb", "owner": "u3", "dead_rid": "rid3", "data": b"dead"}),
         ("wait", {"key": "k4", "field": "cb", "uid": "u4", "data": b"wait"}),
         ("pop", {"lane": "lane", "uid": "u5"}),
+        ("bury", {"buried": "rid6"}),
     ]
     assert len(ops) == sum(1 + len(OPS[code]) for code, _ in ops.records())
     assert [code for code, _ in ops.records()] == list(OPS)  # every op has its builder
@@ -700,5 +1073,16 @@ def test_every_bind_names_a_record() -> None:
         assert set(names) <= RECORDS.keys(), path.name
         bound.update(names)
     assert bound == RECORDS.keys()  # and every record is read by some script
-    for source in (PLAN, FINISH, PEEK):  # all generated at load time
-        assert "--@bind" not in source
+
+
+def test_plan_refuses_a_redis_whose_epoch_marker_changed(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    """A Redis that lost its data (the marker this process saw is gone): nothing is taken or claimed."""
+    lua.enqueue("r1")
+    e1 = keys.idem("msg:e1")
+    client.set(keys.epoch, "seen")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0")), pop=True, epoch="seen") == ["r"]
+    lua.enqueue("r2")
+    client.delete(keys.epoch)
+    with pytest.raises(redis.ResponseError, match="WALOST"):
+        lua.plan(delivery("r2", "m2", unit(keys.idem("msg:e2"), "m2.0")), pop=True, fresh=False, epoch="seen")
+    assert lua.queue() == [b"r2"] and lua.field(keys.idem("msg:e2")) is None

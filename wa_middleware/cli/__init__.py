@@ -26,6 +26,12 @@ def _worker(args: argparse.Namespace) -> int:
 
     paths = args.path or ["."]
     webhook = load_webhook(args.app, paths)  # fail here, with a clear message, rather than in every child
+    import redis
+
+    try:
+        webhook.runtime.dispatcher.lease.preflight()  # an evicting memory policy: one line, exit 2
+    except redis.RedisError as exc:  # not reachable yet: the workers wait for it
+        print(f"wa-middleware: warning: cannot check Redis yet ({exc})", file=sys.stderr)
     os.environ[ENV_APP] = args.app
     os.environ[ENV_PATH] = os.pathsep.join(os.path.abspath(p) for p in paths)
     if args.metrics_port is not None:

@@ -11,6 +11,7 @@ writes, so stock dramatiq workers consume them. Redis answers only once it appli
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import threading
 import time
@@ -26,8 +27,11 @@ from redis.retry import Retry
 from .. import metrics
 from ..errors import QueueUnavailable
 from ..keys import KeyLayout
+from ..memory import memory_report, policy_error
 
 __all__ = ["AsyncEnqueuer", "Recording", "SyncEnqueuer"]
+
+logger = logging.getLogger("wa_middleware.request")
 
 #: Messages per round trip at most: keeps one write short under a burst.
 MAX_BATCH = 512
@@ -79,6 +83,47 @@ def _script_input(
     return keys, args
 
 
+class _Guard:
+    """What a write must check besides the script itself: the memory policy, now and then, and the replicas.
+
+    :param replicas: replicas that must have the write (``WAIT``) before it counts as stored.
+    :param timeout: the write's whole budget, seconds; ``WAIT`` gets half of it.
+    """
+
+    #: Seconds between two reads of ``maxmemory-policy`` (it can be changed at run time).
+    CHECK_EVERY = 10.0
+
+    __slots__ = ("_checked", "_logged", "refusal", "replicas", "wait_ms")
+
+    def __init__(self, replicas: int, timeout: float) -> None:
+        self.replicas = replicas
+        self.wait_ms = max(int(timeout * 500), 1)
+        self.refusal: str | None = None
+        self._checked = -1e9
+        self._logged = -1e9
+
+    def due(self) -> bool:
+        return time.monotonic() - self._checked >= self.CHECK_EVERY
+
+    def checked(self, info: Any) -> None:
+        self._checked = time.monotonic()
+        self.refusal = policy_error(info)
+
+    def refuse(self) -> None:
+        """Raise `QueueUnavailable` when the policy is refused (logged at most once a minute)."""
+        if self.refusal is None:
+            return
+        now = time.monotonic()
+        if now - self._logged > 60:
+            self._logged = now
+            logger.error("wa-middleware: refusing to store deliveries: %s", self.refusal)
+        raise QueueUnavailable("Redis's maxmemory-policy could evict stored deliveries")
+
+    def replicated(self, acknowledged: Any) -> None:
+        if int(acknowledged) < self.replicas:
+            raise QueueUnavailable(f"{acknowledged} of {self.replicas} replicas acknowledged the write in time")
+
+
 # No client-side retries: redis-py >= 6 retries 3 times with backoff by default, which would blow
 # the time budget, and a retried write whose first attempt did land would push the message id
 # twice. One try; the sender's redelivery is the retry.
@@ -98,8 +143,11 @@ class AsyncEnqueuer:
     :param timeout: seconds Redis has to acknowledge a write (connect included).
     """
 
-    def __init__(self, url: str, *, keys: KeyLayout, timeout: float, recording: Recording | None = None) -> None:
+    def __init__(
+        self, url: str, *, keys: KeyLayout, timeout: float, recording: Recording | None = None, replicas: int = 0
+    ) -> None:
         self._recording = recording
+        self._guard = _Guard(replicas, timeout)
         self._client = aredis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -143,6 +191,8 @@ class AsyncEnqueuer:
                     continue
                 try:
                     await self._bounded_write(batch)
+                except QueueUnavailable as exc:
+                    _settle(batch, exc)
                 except Exception as exc:
                     _settle(batch, QueueUnavailable(type(exc).__name__))
                 else:
@@ -167,7 +217,13 @@ class AsyncEnqueuer:
         keys, args = _script_input(
             self._list_key, self._hash_key, self._recording, [(message_id, data) for message_id, data, _ in batch]
         )
+        guard = self._guard
+        if guard.due():
+            guard.checked(await self._client.info("memory"))
+        guard.refuse()
         await self._script(keys=keys, args=args)
+        if guard.replicas:
+            guard.replicated(await self._client.wait(guard.replicas, guard.wait_ms))
 
     async def ping(self) -> float:
         """Round-trip time of a PING in seconds; raises `QueueUnavailable` when Redis does not answer."""
@@ -178,6 +234,12 @@ class AsyncEnqueuer:
         except Exception as exc:
             raise QueueUnavailable(type(exc).__name__) from None
         return loop.time() - started
+
+    async def memory(self) -> dict[str, Any]:
+        """Used and maximum memory and the policy (`memory.memory_report`); records a refused policy."""
+        info = await asyncio.wait_for(self._client.info("memory"), self._timeout)
+        self._guard.checked(info)
+        return memory_report(info)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -221,9 +283,12 @@ class SyncEnqueuer:
     along in its write). So a request answers within about ``timeout`` even when Redis hangs.
     """
 
-    def __init__(self, url: str, *, keys: KeyLayout, timeout: float, recording: Recording | None = None) -> None:
+    def __init__(
+        self, url: str, *, keys: KeyLayout, timeout: float, recording: Recording | None = None, replicas: int = 0
+    ) -> None:
         self._recording = recording
         self._write_timeout = timeout / 2
+        self._guard = _Guard(replicas, timeout / 2)
         self._client = redis.Redis.from_url(
             url,
             # Connect and reply share the write's budget, so one write never takes more than
@@ -284,11 +349,17 @@ class SyncEnqueuer:
             keys, args = _script_input(
                 self._list_key, self._hash_key, self._recording, [(s.message_id, s.data) for s in batch]
             )
+            guard = self._guard
+            if guard.due():
+                guard.checked(self._client.info("memory"))
+            guard.refuse()
             self._script(keys=keys, args=args)
+            if guard.replicas:
+                guard.replicated(self._client.wait(guard.replicas, guard.wait_ms))
         except BaseException as exc:
             # Whatever stopped the write (even a BaseException tearing this thread down), the other
             # requests of the batch must not answer 200 for something that may not be stored.
-            error = QueueUnavailable(type(exc).__name__)
+            error = exc if isinstance(exc, QueueUnavailable) else QueueUnavailable(type(exc).__name__)
             for s in batch:
                 s.error = error
             if not isinstance(exc, Exception):
@@ -327,6 +398,12 @@ class SyncEnqueuer:
         except Exception as exc:
             raise QueueUnavailable(type(exc).__name__) from None
         return time.perf_counter() - started
+
+    def memory(self) -> dict[str, Any]:
+        """Used and maximum memory and the policy (`memory.memory_report`); records a refused policy."""
+        info = self._client.info("memory")
+        self._guard.checked(info)
+        return memory_report(info)
 
     def close(self) -> None:
         self._client.close()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from .._version import __version__
+from ..memory import memory_report, policy_error
 from .core import Response
 
 if TYPE_CHECKING:
@@ -45,14 +46,19 @@ class HealthReport:
     :ivar ok: the broker answered a PING in time.
     :ivar latency_ms: the PING round trip, or None when it failed.
     :ivar error: why it failed (an exception class name), or None.
+    :ivar memory: the broker's used and maximum memory (bytes; max 0: no limit) and eviction policy,
+        when it answered; a policy that could evict deliveries makes the check fail.
     """
 
     ok: bool
     latency_ms: float | None
     error: str | None = None
+    memory: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        broker: dict[str, Any] = {"reachable": self.ok, "latency_ms": self.latency_ms}
+        broker: dict[str, Any] = {"reachable": self.latency_ms is not None, "latency_ms": self.latency_ms}
+        if self.memory is not None:
+            broker["memory"] = self.memory
         if self.error is not None:
             broker["error"] = self.error
         return {"status": "ok" if self.ok else "unavailable", "broker": broker, "version": __version__}
@@ -72,6 +78,11 @@ class HealthReport:
             ("cache-control", "no-store"),
         )
         return Response(200 if self.ok else 503, headers, b"" if method == "HEAD" else body)
+
+
+def _report(seconds: float, memory: dict[str, Any]) -> HealthReport:
+    refused = policy_error({"maxmemory_policy": memory.get("policy")})
+    return HealthReport(refused is None, round(seconds * 1000, 3), "MemoryPolicy" if refused else None, memory)
 
 
 def _reason(exc: BaseException) -> str:
@@ -145,11 +156,14 @@ class HealthCheck:
                 started = time.perf_counter()
                 self._sync_client().ping()
                 seconds = time.perf_counter() - started
+                memory = memory_report(self._sync_client().info("memory"))
             else:
-                seconds = self.source.sync_enqueuer().ping()
+                enqueuer = self.source.sync_enqueuer()
+                seconds = enqueuer.ping()
+                memory = enqueuer.memory()
         except Exception as exc:
             return HealthReport(False, None, _reason(exc))
-        return HealthReport(True, round(seconds * 1000, 3))
+        return _report(seconds, memory)
 
     async def acheck(self) -> HealthReport:
         """Check now, on the running event loop."""
@@ -158,12 +172,15 @@ class HealthCheck:
                 started = time.perf_counter()
                 await asyncio.wait_for(self._async_client().ping(), self.timeout)
                 seconds = time.perf_counter() - started
+                info = await asyncio.wait_for(self._async_client().info("memory"), self.timeout)
+                memory = memory_report(info)
             else:
                 enqueuer = await self.source.async_enqueuer()
                 seconds = await asyncio.wait_for(enqueuer.ping(), self.timeout)
+                memory = await asyncio.wait_for(enqueuer.memory(), self.timeout)
         except Exception as exc:
             return HealthReport(False, None, _reason(exc))
-        return HealthReport(True, round(seconds * 1000, 3))
+        return _report(seconds, memory)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The check itself is an ASGI application (any path: route it where you want it)."""

@@ -17,10 +17,13 @@ from .._loader import import_object
 from ..errors import ConfigurationError
 from .encoder import install
 
-__all__ = ["ENV_APP", "ENV_PATH", "WorkerApp", "load_app", "setup"]
+__all__ = ["ENV_APP", "ENV_PATH", "EXIT_HALTED", "WorkerApp", "load_app", "setup"]
 
 ENV_APP = "WA_MIDDLEWARE_APP"
 ENV_PATH = "WA_MIDDLEWARE_PATH"
+
+#: Exit code of a worker that stopped itself (see `lease.Lease.halt`).
+EXIT_HALTED = 70
 
 
 class WorkerApp(Protocol):
@@ -47,4 +50,10 @@ def setup() -> None:
     path = tuple(p for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p)
     webhook = load_app(spec, path)
     install()
-    dramatiq.set_broker(webhook.broker)
+    broker = webhook.broker
+    lease = broker.dispatcher.lease
+    lease.preflight()
+    # A worker that must stop (Redis lost its data, an evicting memory policy) exits: dramatiq's
+    # main process then stops the other workers and exits with this code.
+    lease.on_halt = lambda reason: os._exit(EXIT_HALTED)
+    dramatiq.set_broker(broker)

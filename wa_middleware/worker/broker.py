@@ -22,10 +22,11 @@ from ..events.callbacks import Registry
 from ..keys import KeyLayout
 from ..settings import WorkerSettings
 from ._dramatiq import RedisConsumer
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, rid_of
 from .encoder import install
+from .finish import Ops
+from .lease import TRANSIENT
 from .recovery import Recovery
-from .scripts import PEEK
 
 __all__ = ["Runtime", "WebhookBroker"]
 
@@ -39,7 +40,6 @@ class WebhookBroker(RedisBroker):
     def __init__(self, *, dispatcher: Dispatcher, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.dispatcher = dispatcher
-        self.peek = self.client.register_script(PEEK)
 
     @property
     def consumer_class(self) -> type[RedisConsumer]:
@@ -47,31 +47,70 @@ class WebhookBroker(RedisBroker):
 
 
 class _PlanningConsumer(RedisConsumer):
+    """Takes and plans deliveries in one step; acks, rejects and requeues through the lease's scripts
+    (this process's own acks set), never through dramatiq's (on the webhook's queue)."""
+
+    def _ours(self) -> bool:
+        return bool(self.queue_name == self.broker.dispatcher.queue_name)
+
     def ack(self, message: Any) -> None:
-        acked = self.broker.dispatcher.acked
-        rid = message.options.get("redis_message_id")
+        if not self._ours():
+            return super().ack(message)  # type: ignore[no-any-return,no-untyped-call]
+        dispatcher: Dispatcher = self.broker.dispatcher
+        rid = rid_of(message)
+        self.queued_message_ids.discard(message.message_id)
         # A plan its actor never took (a message a middleware skipped, a foreign actor) ends here.
-        self.broker.dispatcher.plans.pop(rid, None)
-        if rid in acked:  # already acked by the finish script of this delivery
-            acked.discard(rid)
-            self.queued_message_ids.discard(message.message_id)
+        dispatcher.plans.pop(rid, None)
+        if rid in dispatcher.acked:  # already acked by the finish script of this delivery
+            dispatcher.acked.discard(rid)
             return
-        super().ack(message)  # type: ignore[no-untyped-call]
+        dispatcher.finish(message, Ops())
 
     def nack(self, message: Any) -> None:
-        rid = message.options.get("redis_message_id")
-        self.broker.dispatcher.plans.pop(rid, None)
-        self.broker.dispatcher.acked.discard(rid)
-        super().nack(message)  # type: ignore[no-untyped-call]
+        if not self._ours():
+            return super().nack(message)  # type: ignore[no-any-return,no-untyped-call]
+        dispatcher: Dispatcher = self.broker.dispatcher
+        rid = rid_of(message)
+        self.queued_message_ids.discard(message.message_id)
+        if rid in dispatcher.acked:
+            # Finished already (its outcome recorded), then failed on the way out: nothing to bury.
+            dispatcher.acked.discard(rid)
+            return
+        dispatcher.nack(message)
+        dispatcher.acked.discard(rid)
+
+    def requeue(self, messages: Any) -> None:
+        if not self._ours():
+            return super().requeue(messages)  # type: ignore[no-any-return,no-untyped-call]
+        self.broker.dispatcher.lease.requeue([rid_of(message) for message in messages])
+
+    def close(self) -> None:
+        # Prefetched messages not handed to a worker thread yet: back to the queue now, or, with
+        # Redis out of reach, forgotten here so that reconciling requeues them once it answers.
+        if self._ours() and self.message_cache:
+            lease = self.broker.dispatcher.lease
+            rids = [rid_of(m) for m in self.message_cache if isinstance(m, dramatiq.Message)]
+            self.message_cache = []
+            try:
+                lease.scripts.requeue(
+                    keys=[lease.keys.acks(lease.broker_id), lease.keys.queue, lease.keys.messages], args=rids
+                )
+            except TRANSIENT:
+                pass
+            lease.release(rids)
+        super().close()
 
     def _fetch(self, count: int) -> list[Any]:
         broker: WebhookBroker = self.broker
         if self.queue_name != broker.dispatcher.queue_name:
             return [data for data in broker.do_fetch(self.queue_name, count) if data is not None]
-        keys = broker.dispatcher.keys
+        dispatcher = broker.dispatcher
+        if dispatcher.lease.halted:
+            return []
+        keys = dispatcher.keys
         decode = dramatiq.get_encoder().decode
         for _ in range(20):  # lost races against other workers taking the same head: try again at once
-            peeked = broker.peek(keys=[keys.queue, keys.messages], args=[count])
+            peeked = dispatcher.lease.scripts.peek(keys=[keys.queue, keys.messages, keys.retries], args=[count])
             if not peeked:
                 return []
             ids, datas = peeked
@@ -126,7 +165,7 @@ class Runtime:
     """
 
     def __init__(self, *, url: str, registry: Registry, settings: WorkerSettings, keys: KeyLayout) -> None:
-        from dramatiq.middleware import CurrentMessage, Retries
+        from dramatiq.middleware import CurrentMessage
 
         self.settings = settings
         self.dispatcher = Dispatcher(registry=registry, settings=settings, keys=keys)
@@ -136,18 +175,14 @@ class Runtime:
             dispatcher=self.dispatcher,
             heartbeat_timeout=int(settings.recovery_timeout * 1000),
         )
-        for middleware in broker.middleware:
-            # Retries here only cover a delivery whose dispatch itself failed (Redis unreachable):
-            # callback failures are retried per unit by the dispatcher.
-            if isinstance(middleware, Retries):
-                middleware.max_retries = settings.max_retries
-                middleware.min_backoff = settings.min_backoff
-                middleware.max_backoff = settings.max_backoff
         broker.add_middleware(CurrentMessage())
-        broker.add_middleware(Recovery(settings.queue_name))
         self.dispatcher.bind(broker)
+        broker.add_middleware(Recovery(self.dispatcher.lease))
         self.broker = broker
-        queue, retries = settings.queue_name, settings.max_retries
+        # Callback failures are retried per unit by the dispatcher, and Redis trouble is waited out
+        # there: dramatiq's own retries of a whole message would only run it again. What still fails
+        # a message (it cannot be planned, a callback raised BaseException) goes to the dead letters.
+        queue, retries = settings.queue_name, 0
         self.actors: dict[str, dramatiq.Actor[Any, Any]] = {
             "dispatch": dramatiq.actor(
                 broker=broker, actor_name=settings.dispatch_actor, queue_name=queue, max_retries=retries

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import redis
 
 from .. import metrics
 from ..events.callbacks import Callback, Registry
@@ -28,7 +29,7 @@ from ..events.run import run_callbacks
 from ..keys import KeyLayout
 from ..settings import WorkerSettings
 from .finish import Ops, plan_message, plan_own, plan_unit
-from .scripts import FINISH, PLAN
+from .lease import Fenced, Lease
 
 if TYPE_CHECKING:
     import dramatiq
@@ -83,8 +84,7 @@ class Dispatcher:
         #: Messages this process acked inside a finish script: the consumer skips its own ack.
         self.acked: set[str] = set()
         self._broker: RedisBroker | None = None
-        self._plan: Any = None
-        self._finish: Any = None
+        self._lease: Lease | None = None
         #: What counts as a callback failing: also dramatiq's time limit, so a callback that runs
         #: too long is retried alone instead of failing (and re-running) its whole delivery.
         self._failures: tuple[type[BaseException], ...] = (Exception,)
@@ -94,8 +94,7 @@ class Dispatcher:
 
         self._failures = (Exception, TimeLimitExceeded)
         self._broker = broker
-        self._plan = broker.client.register_script(PLAN)
-        self._finish = broker.client.register_script(FINISH)
+        self._lease = Lease(broker, self.keys, self.settings.recovery_timeout, int(broker.dead_message_ttl))
 
     @property
     def broker(self) -> RedisBroker:
@@ -103,8 +102,11 @@ class Dispatcher:
             raise RuntimeError("the dispatcher is not bound to a broker")
         return self._broker
 
-    def acks_key(self) -> str:
-        return self.keys.acks(self.broker.broker_id)
+    @property
+    def lease(self) -> Lease:
+        if self._lease is None:
+            raise RuntimeError("the dispatcher is not bound to a broker")
+        return self._lease
 
     # -- planning --------------------------------------------------------------------------
 
@@ -172,33 +174,81 @@ class Dispatcher:
         return "" if rank is None else f"{self.keys.status_progress(data.id)}|{rank}"
 
     def plan(self, messages: list[dramatiq.Message[Any]], *, pop: bool) -> list[str]:
-        """Claim the units of ``messages``; with ``pop``, also take them off the queue head."""
-        keys = [self.keys.queue, self.acks_key(), self.keys.heartbeats, self.keys.stats, self.keys.units]
-        args: list[Any] = [self.broker.broker_id, int(time.time() * 1000), self.ttl_ms, "1" if pop else "0"]
+        """Claim the units of ``messages``; with ``pop``, also take them off the queue head.
+
+        What a fetch takes is held (`Lease.hold`) before the script is sent: if its reply is lost,
+        the messages are in this process's acks without its knowing, and reconciling requeues them.
+        """
+        lease = self.lease
+        bid = lease.broker_id
+        k = self.keys
+        keys = [k.queue, k.acks(bid), k.heartbeats, k.stats, k.units, k.epoch]
+        args: list[Any] = [bid, self.ttl_ms, "1" if pop else "0", "1" if lease.fresh else "0", lease.epoch or ""]
         units = [self.plan_args(message, args) for message in messages]
-        result = [r.decode() if isinstance(r, bytes) else r for r in self._plan(keys=keys, args=args)]
-        for message, plan, message_units in zip(messages, result, units, strict=False):  # fewer taken than peeked
-            self.plans[message.options.get("redis_message_id", message.message_id)] = (plan, message_units)
+        rids = [rid_of(message) for message in messages]
+        if pop:
+            lease.hold(rids, bid)
+        sent = time.monotonic()
+        try:
+            raw = lease.scripts.plan(keys=keys, args=args)
+        except redis.ResponseError as exc:
+            lease.release(rids)
+            if str(exc).startswith("WAFENCED"):
+                lease.fence(bid)
+                return []
+            if str(exc).startswith("WALOST"):
+                lease.lost()
+                return []
+            raise
+        except BaseException:
+            lease.release(rids)
+            raise
+        result = [r.decode() if isinstance(r, bytes) else r for r in raw]
+        if pop:
+            lease.extend(sent)
+            lease.release(rids[len(result) :])  # not taken: another worker had them first
+        for rid, plan, message_units in zip(rids, result, units, strict=False):  # fewer taken than peeked
+            self.plans[rid] = (plan, message_units)
         return result
 
     def _take_plan(self, message: dramatiq.Message[Any]) -> tuple[str, list[Unit] | None]:
-        rid = message.options.get("redis_message_id", message.message_id)
+        rid = rid_of(message)
         found = self.plans.pop(rid, None)
         if found is None:  # not fetched by our consumer (e.g. a custom worker): plan it now
-            self.plan([message], pop=False)
+            self.lease.call("plan a message", lambda: self.plan([message], pop=False))
             found = self.plans.pop(rid)
         return found
+
+    def _may_run(self, message: dramatiq.Message[Any]) -> bool:
+        """Whether this process may still run ``message``: not dropped when fenced, lease held."""
+        rid = rid_of(message)
+        lease = self.lease
+        if rid in lease.dropped:
+            lease.dropped.discard(rid)
+            self.plans.pop(rid, None)
+            self.acked.add(rid)
+            logger.warning("wa-middleware: message %s not run: it runs on another worker", message.message_id)
+            return False
+        try:
+            lease.ensure()
+        except Fenced:
+            if lease.halted:  # stopping for good: leave it where it is (in Redis, for the next workers)
+                self.acked.add(rid)
+                return False
+            return self._may_run(message)  # what it held under the old id is dropped now
+        return True
 
     # -- running ---------------------------------------------------------------------------
 
     def run_delivery(self, message: dramatiq.Message[Any]) -> None:
         _chain.budget = CHAIN_BUDGET
+        if not self._may_run(message):
+            return
         plan, units = self._take_plan(message)
         if units is None:
             # Planning failed when the message was taken (it then claimed nothing): never run it
-            # against that empty plan. Failing makes dramatiq retry it, planned afresh, and
-            # dead-letter it if it keeps failing.
-            raise RuntimeError(f"delivery {message.message_id} could not be planned; retrying it")
+            # against that empty plan. Failing sends it to the dead letters (a replay plans it afresh).
+            raise RuntimeError(f"delivery {message.message_id} could not be planned")
         metrics.events_decoded(getattr(units, "kinds", ()))
         skipped = plan.count("s")
         if skipped:
@@ -227,9 +277,12 @@ class Dispatcher:
 
     def run_unit(self, message: dramatiq.Message[Any]) -> None:
         _chain.budget = CHAIN_BUDGET
+        if not self._may_run(message):
+            return
         plan, _ = self._take_plan(message)
         if plan != "r":
             logger.info("unit %s skipped: already run, dead-lettered or out of turn", message.message_id)
+            self.finish(message, Ops())  # just acked
             return
         self._run_unit(message)
 
@@ -270,17 +323,71 @@ class Dispatcher:
         self.finish(message, ops, chained=chained)
 
     def finish(self, message: dramatiq.Message[Any] | None, ops: Ops, *, chained: bool = False) -> None:
-        """Run the FINISH script for ``message``; then run the lane heads it handed to this thread."""
-        rid = "" if message is None else message.options.get("redis_message_id", message.message_id)
+        """Record ``ops`` and ack ``message`` (FINISH), then run the lane heads it handed to this thread.
+
+        Retried until Redis answers (FINISH is idempotent): a message is never acked without its
+        outcome recorded, and no failure here reaches dramatiq (whose own retry or dead-lettering
+        would run the whole delivery again, or bury callbacks that ran fine).
+        """
+        lease = self.lease
+        rid = "" if message is None else rid_of(message)
+        bid = lease.owner(rid)
         budget = getattr(_chain, "budget", None)
         take = "1" if budget is not None and budget > 0 else "0"
         k = self.keys
-        keys = [k.queue, k.messages, self.acks_key(), k.stats, k.units, k.dead_letters, k.dead_messages]
-        taken = self._finish(keys=keys, args=[rid, int(time.time() * 1000), self.ttl_ms, take, *ops])
+        keys = [
+            k.queue, k.messages, k.acks(bid), k.stats, k.units, k.dead_letters, k.dead_messages, k.heartbeats,
+            k.retries,
+        ]  # fmt: skip
+        args = [rid, bid, int(time.time() * 1000), self.ttl_ms, take, *ops]
+        result = lease.call(f"finish message {rid}", lambda: lease.scripts.finish(keys=keys, args=args))
         if rid and not chained:
             self.acked.add(rid)  # the consumer that fetched it must not ack it again
+        if result is None:
+            # Stopping with Redis out of reach: the message stays in this process's acks, and runs
+            # again elsewhere once its heartbeat lapses (at least once).
+            return
+        lease.release([rid])
+        state = result[0].decode() if isinstance(result[0], bytes) else result[0]
+        if state == "gone":
+            logger.warning(
+                "wa-middleware: message %s was handed to another worker while this one was presumed dead: "
+                "its outcome here is not recorded (the other run's is)",
+                rid,
+            )
+            return
+        taken = result[1:]
         if taken:
+            lease.hold([head.decode() for head in taken[::2]], bid)
             self._run_chain(taken)
+
+    def nack(self, message: dramatiq.Message[Any]) -> None:
+        """dramatiq rejected ``message`` (its actor raised past our error handling, or is unknown): move it
+        to the dead letters and release the conversation lanes its units hold, in one FINISH."""
+        rid = rid_of(message)
+        ops = Ops()
+        ops.bury(rid)
+        for lane, uid in self._lanes_of(message):
+            ops.pop_lane(lane, uid)
+        self.plans.pop(rid, None)
+        self.finish(message, ops)
+
+    def _lanes_of(self, message: dramatiq.Message[Any]) -> list[tuple[str, str]]:
+        try:
+            if message.actor_name == self.unit_actor:
+                lane = _unit_args(message)[5]
+                return [(lane, message.message_id)] if lane else []
+            if message.actor_name == self.dispatch_actor:
+                found = self.plans.get(rid_of(message))
+                units = found[1] if found is not None else None
+                if units is None:
+                    body, received_at, delivery_id = _dispatch_args(message)
+                    events = decode_delivery(body, delivery_id=delivery_id, received_at=received_at)
+                    units = self.units(events, message.message_id)
+                return [(unit.lane, unit.uid) for unit in units if unit.lane]
+        except Exception:
+            logger.exception("wa-middleware: cannot tell the lanes of message %s", message.message_id)
+        return []
 
     def _run_chain(self, taken: list[bytes]) -> None:
         """Run lane heads handed over by FINISH, in this thread, each finishing (and maybe handing over) in turn."""
@@ -297,15 +404,18 @@ class Dispatcher:
                 del _chain.pending[:2]
                 _chain.budget -= 1
                 try:
+                    self.lease.ensure()
                     self._run_unit(dramatiq.Message.decode(data), chained=True)
                 except BaseException as exc:
                     # Not run to its finish (Redis trouble, a time limit, shutdown): give it and the
                     # rest back to the queue, as dramatiq does with prefetched messages, rather than
                     # leave them in our acks, where a live worker's heartbeat would keep them for ever.
-                    heads = [head, *_chain.pending[::2]]
+                    heads = [h.decode() for h in (head, *_chain.pending[::2])]
                     _chain.pending = []
+                    if isinstance(exc, Fenced):
+                        return  # dropped: what it held runs elsewhere
                     logger.exception("wa-middleware: a chained lane head failed; requeueing %d", len(heads))
-                    self.broker.do_requeue(self.queue_name, *heads)
+                    self.lease.requeue(heads)
                     if not isinstance(exc, Exception):
                         raise
         finally:
@@ -324,9 +434,8 @@ class Dispatcher:
             metrics.callback_retry(unit.callback.name)
             _, delay = compute_backoff(attempt, factor=self.min_backoff, max_backoff=self.max_backoff)
             rid = str(uuid.uuid4())
-            retry = self._unit_message(unit, attempt + 1, rid=rid, traceback=tb, eta=int(time.time() * 1000) + delay)
-            dq, dq_msgs = self.keys.delay_queue, self.keys.delay_messages
-            ops.retry(unit.key, unit.callback.name, unit.uid, rid, retry.encode(), dq, dq_msgs)
+            retry = self._unit_message(unit, attempt + 1, rid=rid, traceback=tb)
+            ops.retry(unit.key, unit.callback.name, unit.uid, rid, retry.encode(), int(time.time() * 1000) + delay)
             return True
         note = None
         if unit.lane:
@@ -345,17 +454,13 @@ class Dispatcher:
             ops.pop_lane(unit.lane, unit.uid)
         return False
 
-    def _unit_message(self, unit: Unit, attempt: int, *, rid: str, eta: int | None = None, **extra: Any) -> Any:
+    def _unit_message(self, unit: Unit, attempt: int, *, rid: str, **extra: Any) -> Any:
         import dramatiq
 
         options: dict[str, Any] = {"redis_message_id": rid, "wa_attempt": attempt}
         options.update((k, v) for k, v in extra.items() if v is not None)
-        queue_name = self.queue_name
-        if eta is not None:
-            options["eta"] = eta
-            queue_name += ".DQ"
         return dramatiq.Message(
-            queue_name=queue_name,
+            queue_name=self.queue_name,
             actor_name=self.unit_actor,
             args=(
                 unit.callback.name,
@@ -388,6 +493,11 @@ class _Units(list[Unit]):
     def __init__(self) -> None:
         super().__init__()
         self.kinds: list[str] = []
+
+
+def rid_of(message: dramatiq.Message[Any]) -> str:
+    """The id of a message in Redis (dramatiq's own id for one never stored there)."""
+    return str(message.options.get("redis_message_id", message.message_id))
 
 
 def _dispatch_args(message: dramatiq.Message[Any]) -> tuple[bytes, int, str | None]:

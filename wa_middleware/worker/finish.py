@@ -16,15 +16,17 @@ __all__ = ["OPS", "PLAN_MESSAGE", "PLAN_OWN", "PLAN_UNIT", "Ops", "plan_message"
 OPS: dict[str, tuple[str, ...]] = {
     # The unit ran, stopped, or needs no run: remember it as done.
     "done": ("key", "field"),
-    # Its next try is the message ``next_rid`` (owned by unit id ``owner``), put on list ``q``
-    # with its body in hash ``q_msgs``.
-    "retry": ("key", "field", "owner", "next_rid", "data", "q", "q_msgs"),
+    # Its next try is the message ``next_rid`` (owned by unit id ``owner``), due at ``due`` (ms): it
+    # waits in the retries set, never in a worker's memory.
+    "retry": ("key", "field", "owner", "next_rid", "data", "due"),
     # Dead-lettered as message ``dead_rid``.
     "dead": ("key", "field", "owner", "dead_rid", "data"),
     # An inline ordered unit that now waits in its lane (its message stored, enqueued at its turn).
     "wait": ("key", "field", "uid", "data"),
     # Move the lane on if ``uid`` is its head; the next head's stored message is enqueued.
     "pop": ("lane", "uid"),
+    # Move the body of message ``buried`` to the dead letters (a message dramatiq rejected).
+    "bury": ("buried",),
 }
 
 #: PLAN: the record that starts each fetched message; ``count`` units follow (-1: one PLAN_OWN).
@@ -73,8 +75,8 @@ class Ops(list[Any]):
     def done(self, key: str, field: str) -> None:
         self.add("done", key=key, field=field)
 
-    def retry(self, key: str, field: str, owner: str, next_rid: str, data: bytes, q: str, q_msgs: str) -> None:
-        self.add("retry", key=key, field=field, owner=owner, next_rid=next_rid, data=data, q=q, q_msgs=q_msgs)
+    def retry(self, key: str, field: str, owner: str, next_rid: str, data: bytes, due: int) -> None:
+        self.add("retry", key=key, field=field, owner=owner, next_rid=next_rid, data=data, due=due)
 
     def dead(self, key: str, field: str, owner: str, dead_rid: str, data: bytes) -> None:
         self.add("dead", key=key, field=field, owner=owner, dead_rid=dead_rid, data=data)
@@ -84,6 +86,9 @@ class Ops(list[Any]):
 
     def pop_lane(self, lane: str, uid: str) -> None:
         self.add("pop", lane=lane, uid=uid)
+
+    def bury(self, buried: str) -> None:
+        self.add("bury", buried=buried)
 
     def records(self) -> list[tuple[str, dict[str, Any]]]:
         """The operations read back as (code, fields) pairs, as the Lua side reads them (for tests)."""

@@ -1,12 +1,10 @@
-"""Bounded recovery of a killed worker's messages.
+"""The recovery thread of a worker process: heartbeat, recovery of dead processes' messages, reconciling.
 
-dramatiq's Redis broker requeues the unacked messages of a worker whose heartbeat is older than
-``heartbeat_timeout`` only during a "maintenance" pass, which runs on a random 0.1 % of its
-commands: on a quiet queue that can take hours. And a worker heartbeats only when it fetches, so
-one whose threads are all busy with long callbacks can look dead. This middleware runs a thread
-in every worker process that, every ``heartbeat_timeout / 6``, records the heartbeat and runs a
-maintenance pass on the webhook's queue and delay queue. A killed worker's messages are then back
-on the queue at most ``heartbeat_timeout * 7 / 6`` after its last heartbeat.
+Every ``recovery_timeout / 6`` it heartbeats on Redis's clock and requeues what processes dead
+for longer than ``recovery_timeout`` held (RECOVER, see `lease.py`), then reconciles this process's
+acks with what it knows it holds. A killed worker's messages are back on the queue at most
+``recovery_timeout * 7 / 6`` after its last heartbeat, on a quiet queue too (dramatiq's own
+maintenance runs on a random 0.1 % of its commands).
 """
 
 from __future__ import annotations
@@ -16,10 +14,9 @@ import random
 import threading
 from typing import Any
 
-from dramatiq.common import dq_name
 from dramatiq.middleware import Middleware
 
-from ._dramatiq import maintain
+from .lease import Fenced, Lease
 
 __all__ = ["Recovery"]
 
@@ -27,20 +24,24 @@ logger = logging.getLogger("wa_middleware.worker")
 
 
 class Recovery(Middleware):
-    """Heartbeat and maintenance thread of a worker process.
+    """Heartbeat, recovery and reconciling thread of a worker process.
 
-    :param queue_name: the queue (its delay queue is maintained too).
+    :param lease: the process's lease.
     """
 
-    def __init__(self, queue_name: str) -> None:
-        self.queue_name = queue_name
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def after_worker_boot(self, broker: Any, worker: Any) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(broker,), name="wa-middleware-recovery", daemon=True)
+        self.lease.stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="wa-middleware-recovery", daemon=True)
         self._thread.start()
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        self.lease.stopping.set()
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         # Heartbeats go on while the worker finishes its current messages, stopped only after.
@@ -49,17 +50,19 @@ class Recovery(Middleware):
             self._thread.join(5)
             self._thread = None
 
-    def _run(self, broker: Any) -> None:
-        interval = max(broker.heartbeat_timeout / 6000, 0.1)
+    def _run(self) -> None:
+        interval = max(self.lease.timeout / 6, 0.1)
         self._stop.wait(random.uniform(0, interval / 2))
         while not self._stop.is_set():
             try:
-                self.tick(broker)
+                self.tick()
+            except Fenced:
+                pass  # logged by the lease; the next tick registers the new id
             except Exception as exc:  # Redis down: the next tick tries again
-                logger.warning("wa-middleware: heartbeat/maintenance failed: %s", type(exc).__name__)
+                logger.warning("wa-middleware: heartbeat/recovery failed: %s", type(exc).__name__)
             self._stop.wait(interval)
 
-    def tick(self, broker: Any) -> None:
-        """One heartbeat and one maintenance pass on the queue and its delay queue."""
-        for queue_name in (self.queue_name, dq_name(self.queue_name)):
-            maintain(broker, queue_name)
+    def tick(self) -> None:
+        """One heartbeat with recovery, then reconciling."""
+        self.lease.heartbeat()
+        self.lease.reconcile()

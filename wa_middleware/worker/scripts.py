@@ -8,11 +8,13 @@ come in ``KEYS`` from `wa_middleware.keys.KeyLayout`; no script builds a key nam
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
+from typing import Any
 
 from .finish import RECORDS
 
-__all__ = ["FINISH", "PEEK", "PLAN", "load"]
+__all__ = ["FINISH", "NAMES", "PEEK", "PLAN", "RECOVER", "REQUEUE", "Scripts", "load"]
 
 _BIND = re.compile(r"^(\s*)--@bind (\w+)\s*$", re.MULTILINE)
 
@@ -25,12 +27,54 @@ def _binding(match: re.Match[str]) -> str:
     return f"{indent}local {', '.join(fields)} = unpack(ARGV, i + {first}, i + {last})\n{indent}i = i + {last + 1}"
 
 
-def load(name: str) -> str:
-    """The source of ``lua/<name>.lua`` with its bindings generated."""
+_NOW = re.compile(r"^(\s*)--@now\s*$", re.MULTILINE)
+
+
+def _now(match: re.Match[str]) -> str:
+    # Redis's clock, not the worker's: leases must not depend on the machines' clocks agreeing.
+    indent = match.group(1)
+    return (
+        f'{indent}local clock = redis.call("time")\n{indent}local now = clock[1] * 1000 + math.floor(clock[2] / 1000)'
+    )
+
+
+def load(name: str, *, flags: bool = True) -> str:
+    """The source of ``lua/<name>.lua`` with its bindings generated.
+
+    :param flags: keep the ``#!lua flags=...`` line (Redis 7 and later); without it, for older servers.
+    """
     source = (Path(__file__).parent / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-    return _BIND.sub(_binding, source)
+    if not flags and source.startswith("#!"):
+        source = source.split("\n", 1)[1]
+    return _NOW.sub(_now, _BIND.sub(_binding, source))
 
 
+NAMES = ("peek", "plan", "finish", "recover", "requeue")
 PEEK = load("peek")
 PLAN = load("plan")
 FINISH = load("finish")
+RECOVER = load("recover")
+REQUEUE = load("requeue")
+
+
+class Scripts:
+    """The scripts registered on one client, loaded on first use with or without their ``#!lua``
+    flags line, by the server's version (flags, such as ``allow-oom``, need Redis 7)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._scripts: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, Any]:
+        with self._lock:
+            if self._scripts is None:
+                version = str(self.client.info("server").get("redis_version", "0"))
+                flags = int(version.split(".", 1)[0] or 0) >= 7
+                self._scripts = {name: self.client.register_script(load(name, flags=flags)) for name in NAMES}
+            return self._scripts
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._load()[name]

@@ -1,19 +1,30 @@
+#!lua flags=allow-oom
 -- PLAN: take messages off the head of the queue (only while the head is the one expected) and
 -- claim their units, atomically, so conversation lanes follow the order of the queue exactly.
 --
--- KEYS: queue, acks, heartbeats, stats, units.
--- ARGV: broker id, now ms, ttl ms, pop ("1": take from the queue head, "0": plan only), then per
--- message its fields as wa_middleware/worker/finish.py's PLAN_MESSAGE names them, and:
+-- KEYS: queue, acks (of this worker process), heartbeats, stats, units, epoch marker.
+-- ARGV: broker id, ttl ms, pop ("1": take from the queue head, "0": plan only), fresh ("1": the
+-- broker id is new, register it), the epoch marker's value as this process first saw it ("" if
+-- not seen yet), then per message its fields as wa_middleware/worker/finish.py's PLAN_MESSAGE
+-- names them, and:
 --   n >= 0 (a delivery): n units, each as PLAN_UNIT names them
 --   n == -1 (a unit's own message): one PLAN_OWN record
 -- Returns one string per message taken: per unit "r" (run now, by this message), "q" (waits in
 -- its lane), "s" (skip: done, dead, or claimed by another message: a duplicate), "t" (skip: a
--- stale status).
+-- stale status). A worker process whose lease was taken over (its heartbeat removed by another
+-- worker's recovery) takes nothing: the error WAFENCED tells it to start afresh under a new id.
+-- Nothing is taken either from a Redis whose epoch marker is not the one seen (it lost its data,
+-- once-per-event records included): the error WALOST.
 local queue, acks, hb, stats, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local bid, now, ttl, pop = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-if pop == "1" then redis.call("zadd", hb, now, bid) end
+local bid, ttl, pop, fresh, epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+if epoch ~= "" and redis.call("get", KEYS[6]) ~= epoch then return redis.error_reply("WALOST") end
+if pop == "1" then
+  if fresh ~= "1" and not redis.call("zscore", hb, bid) then return redis.error_reply("WAFENCED " .. bid) end
+  --@now
+  redis.call("zadd", hb, now, bid)
+end
 local out = {}
-local i = 5
+local i = 6
 local dups = 0
 while i <= #ARGV do
   --@bind PLAN_MESSAGE
