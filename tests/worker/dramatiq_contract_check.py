@@ -19,25 +19,11 @@ import io
 import json
 import sys
 import textwrap
-import time
 import tokenize
 import traceback
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-
-#: dramatiq's dispatch script, ARGV[1..8], in the order `maintain` passes them.
-DISPATCH_ARGV = (
-    "command",
-    "timestamp",
-    "queue_name",
-    "worker_id",
-    "heartbeat_timeout",
-    "dead_message_ttl",
-    "do_maintenance",
-    "max_unpack_size",
-)
 
 _SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
 
@@ -143,7 +129,7 @@ def run(checks: Checks, redis_url: str, ns: str, accepted: set[str], report: dic
         import wa_middleware.worker._dramatiq as contract
     if contract is None:
         return  # nothing of ours to check against this dramatiq
-    CONSUMER_ATTRIBUTES, maintain = contract.CONSUMER_ATTRIBUTES, contract.maintain
+    CONSUMER_ATTRIBUTES = contract.CONSUMER_ATTRIBUTES
 
     with checks.check("wa_middleware.worker.broker and .recovery import"):
         import wa_middleware.worker.broker
@@ -197,62 +183,13 @@ def run(checks: Checks, redis_url: str, ns: str, accepted: set[str], report: dic
             misses, backoff = compute_backoff(0, max_backoff=100)
             assert isinstance(misses, int) and 0 <= backoff <= 100, (misses, backoff)
 
-        with checks.check("broker._max_unpack_size() is a positive int"):
-            size = broker._max_unpack_size()
-            assert isinstance(size, int) and size > 0, f"_max_unpack_size() returned {size!r}"
-
         with checks.check("broker.do_fetch(queue, count) on an empty queue"):
             assert list(broker.do_fetch("wa-contract-empty", 5)) == [], "not empty"
 
-        with checks.check('RedisBroker.scripts["dispatch"] takes our ARGV order'):
-            dispatch = broker.scripts["dispatch"]
-            source = dispatch.script.decode() if isinstance(dispatch.script, bytes) else dispatch.script
-            for index, name in enumerate(DISPATCH_ARGV, start=1):
-                assert f"local {name} = ARGV[{index}]" in source, f"no `local {name} = ARGV[{index}]`"
-            assert "local namespace = KEYS[1]" in source, "no `local namespace = KEYS[1]`"
-
-        with checks.check("maintain() requeues a dead worker's unacked message"):
-            check_maintain(client, broker, ns, queue, maintain)
     finally:
         if broker is not None:
             broker.client.close()
         client.close()
-
-
-def check_maintain(client: Any, broker: Any, ns: str, queue: str, maintain: Callable[[Any, str], Any]) -> None:
-    import dramatiq
-    from dramatiq.common import dq_name
-
-    now = int(time.time() * 1000)
-    heartbeats = f"{ns}:__heartbeats__"
-    bodies = f"{ns}:{queue}.msgs"
-
-    def unacked(worker: str, age_ms: int) -> tuple[str, str]:
-        rid = str(uuid.uuid4())
-        message = dramatiq.Message(
-            queue_name=queue, actor_name="wa.contract", args=(), kwargs={}, options={"redis_message_id": rid}
-        )
-        client.hset(bodies, rid, message.encode())
-        client.sadd(f"{ns}:__acks__.{worker}.{queue}", rid)
-        client.zadd(heartbeats, {worker: now - age_ms})
-        return rid, f"{ns}:__acks__.{worker}.{queue}"
-
-    dead = f"dead-{uuid.uuid4()}"
-    alive = f"alive-{uuid.uuid4()}"
-    dead_rid, dead_acks = unacked(dead, 3_600_000)  # an hour without a heartbeat
-    alive_rid, alive_acks = unacked(alive, 0)
-
-    result = maintain(broker, queue)
-    assert result is None, f"the dispatch script returned {result!r} for an unknown command"
-    requeued = [rid.decode() for rid in client.lrange(f"{ns}:{queue}", 0, -1)]
-    assert requeued == [dead_rid], f"queue holds {requeued}, expected only the dead worker's {dead_rid}"
-    assert not client.exists(dead_acks), "the dead worker's acks set is still there"
-    assert client.zscore(heartbeats, dead) is None, "the dead worker is still in the heartbeats"
-    assert client.smembers(alive_acks) == {alive_rid.encode()}, "a live worker's unacked message was touched"
-    assert client.hexists(bodies, dead_rid), "the requeued message lost its body"
-    beat = client.zscore(heartbeats, broker.broker_id)
-    assert beat is not None and beat >= now - 60_000, f"no fresh heartbeat for the maintaining broker ({beat})"
-    assert maintain(broker, dq_name(queue)) is None, "maintenance of the delay queue"
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def setup() -> None:
     broker = webhook.broker
     lease = broker.dispatcher.lease
     lease.preflight()
+    lease.heartbeat()  # a recovery that cannot run fails the start, not a later warning
     # A worker that must stop (Redis lost its data, an evicting memory policy) exits: dramatiq's
     # main process then stops the other workers and exits with this code.
     lease.on_halt = lambda reason: os._exit(EXIT_HALTED)

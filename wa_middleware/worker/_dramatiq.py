@@ -8,24 +8,20 @@ that test instead of silently turning off crash recovery.
   ``__next__`` (a copy of dramatiq's loop, 1.17.0 to 2.2.1) and ``_fetch``; it relies on the
   attributes ``message_cache``, ``misses``, ``prefetch``, ``outstanding_message_count``,
   ``queued_message_ids``, ``queue_name``, ``timeout`` and ``broker``.
-* ``RedisBroker.scripts["dispatch"]``: dramatiq's one Lua script, called with a command it does not
-  know: it then only heartbeats and, with the maintenance flag, requeues the messages of dead
-  workers. Its ARGV order is dramatiq's (command, timestamp, queue, broker id, heartbeat timeout,
-  dead message ttl, do maintenance, max unpack size) and ``KEYS[1]`` the namespace.
-* ``RedisBroker._max_unpack_size()``: the script's batch size limit.
 * Public, but relied on in their exact shape: ``RedisBroker.consumer_class`` being what
   ``consume()`` instantiates, ``RedisBroker.do_fetch`` (other queues' fetch) and
   ``dramatiq.common.compute_backoff(misses, max_backoff=...)``.
+
+dramatiq's own Lua script (heartbeats and maintenance on client clocks) is not used on the
+webhook's queue: this package's workers lease, heartbeat and recover with scripts of their own
+(`lease.py`), so no private script call is relied on.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 from dramatiq.brokers.redis import _RedisConsumer
 
-__all__ = ["CONSUMER_ATTRIBUTES", "RedisConsumer", "maintain"]
+__all__ = ["CONSUMER_ATTRIBUTES", "RedisConsumer"]
 
 RedisConsumer = _RedisConsumer
 
@@ -40,20 +36,3 @@ CONSUMER_ATTRIBUTES = (
     "timeout",
     "broker",
 )
-
-
-def maintain(broker: Any, queue_name: str) -> Any:
-    """Heartbeat ``broker`` and requeue the unacked messages of dead workers on ``queue_name``."""
-    return broker.scripts["dispatch"](
-        args=[
-            "wa-maintenance",  # an unknown command: the script only heartbeats and maintains
-            int(time.time() * 1000),
-            queue_name,
-            broker.broker_id,
-            broker.heartbeat_timeout,
-            broker.dead_message_ttl,
-            1,
-            broker._max_unpack_size(),
-        ],
-        keys=[broker.namespace],
-    )
