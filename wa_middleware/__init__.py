@@ -4,6 +4,7 @@ from ._version import __version__
 from .errors import (
     AuthError,
     ConfigurationError,
+    NoRetry,
     PayloadError,
     PayloadTooLarge,
     QueueUnavailable,
@@ -28,6 +29,7 @@ __all__ = [
     # Errors
     "AuthError",
     "ConfigurationError",
+    "NoRetry",
     "PayloadError",
     "PayloadTooLarge",
     "QueueUnavailable",

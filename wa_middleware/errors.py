@@ -64,3 +64,15 @@ class QueueUnavailable(WebhookError):
     """The broker did not acknowledge the write in time: the sender must retry later."""
 
     status = 503
+
+
+class NoRetry(Exception):
+    """Raise (``raise NoRetry("...") from exc``) in a callback whose failure will not get better by
+    trying again (a 401 from an API, a record that no longer exists): the worker sends that one
+    (event, callback) straight to the dead letters with this error, without its retries.
+
+    Any exception with a ``retryable`` attribute that is ``False`` is treated the same way (the
+    messaging client's API errors for 4xx answers other than 429 are).
+    """
+
+    retryable = False

@@ -19,7 +19,7 @@ from .events.run import pairs, run_all
 from .keys import KeyLayout
 from .settings import WorkerSettings
 from .web import routes
-from .web.auth import AllOf, Auth, NoAuth
+from .web.auth import AllOf, Auth, BasicAuth, NoAuth
 from .web.core import Core
 from .web.embedded import DEFAULT_DATA_DIR, ensure_server
 from .web.enqueue import AsyncEnqueuer, Recording, SyncEnqueuer
@@ -41,8 +41,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Webhook:
     """A WhatsApp webhook endpoint: what to accept, where to store it, which callbacks to run.
 
-    :param auth: how deliveries authenticate, e.g. ``BasicAuth("user", "pass")``; a list of
-        schemes means all of them (`AllOf`). Required: pass ``NoAuth()`` to accept
+    :param auth: how deliveries authenticate, e.g. ``BasicAuth("user", "pass")`` (or the tuple
+        ``("user", "pass")``); a list of schemes means all of them (`AllOf`). Required: pass ``NoAuth()`` to accept
         unauthenticated deliveries knowingly.
     :param path: the path the middleware serves (``POST``; ``GET`` only for Meta's handshake).
     :param broker_url: Redis URL of the dramatiq broker. None: ``WA_BROKER_URL``, else the
@@ -82,7 +82,7 @@ class Webhook:
     def __init__(
         self,
         *,
-        auth: Auth | list[Auth] | tuple[Auth, ...] | None = None,
+        auth: Auth | list[Auth] | tuple[Auth, ...] | tuple[str, str] | None = None,
         path: str = "/webhook",
         broker_url: str | None = None,
         max_body_size: int = 1024 * 1024,
@@ -112,6 +112,8 @@ class Webhook:
             raise ConfigurationError(
                 "Webhook needs auth=BasicAuth(user, password) (or another scheme); pass auth=NoAuth() to opt out"
             )
+        if isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(part, str) for part in auth):
+            auth = BasicAuth(*auth)  # ("user", "password"), as testing.post and httpx take it
         if isinstance(auth, (list, tuple)):
             try:
                 auth = AllOf(*auth)

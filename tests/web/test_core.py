@@ -208,3 +208,9 @@ def test_a_timestamp_past_a_double_is_refused_not_stored() -> None:
                 enqueue_timeout=1, body_timeout=1)  # fmt: skip
     with pytest.raises(PayloadError):
         core.finish({}, body)
+
+
+def test_auth_as_a_user_password_tuple_is_basic_auth() -> None:
+    wa = Webhook(auth=("user", "pass"), broker_url="redis://127.0.0.1:1/0")
+    assert isinstance(wa.auth, BasicAuth)
+    assert wa.auth.verify({"authorization": "Basic " + base64.b64encode(b"user:pass").decode()}, b"")

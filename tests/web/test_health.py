@@ -191,3 +191,25 @@ def test_documented_mounting(tmp_path: Path) -> None:
     answer = Client(wsgi).get("/healthz")
     assert answer.status_code == 200 and answer.json["status"] == "ok"  # type: ignore[index]
     health._sync.close()
+
+
+def test_health_of_a_webhook_reports_queue_workers_and_memory(redis_url: str, namespace: str) -> None:
+    """Queue depth, the oldest waiting delivery's age, retries and dead letters, worker heartbeats and
+    memory, for a `Webhook` (read only: the check itself is about storing deliveries)."""
+    import time
+
+    from wa_middleware import BasicAuth, Webhook, testing
+
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace)
+    enqueuer = wa.sync_enqueuer()
+    job = wa.core.finish({}, testing.text("waiting").to_bytes())
+    enqueuer.enqueue(job.message_id, job.data)
+    time.sleep(0.05)
+    lease = wa.broker.dispatcher.lease
+    lease.heartbeat()  # one worker process, registered
+    report = HealthCheck(wa).check().as_dict()
+    wa.close()
+    assert report["status"] == "ok" and report["broker"]["memory"]["policy"] == "noeviction"
+    assert report["queue"]["waiting"] == 1 and report["queue"]["oldest_age_s"] >= 0.04
+    assert report["queue"]["dead_letters"] == 0 and report["queue"]["retries_waiting"] == 0
+    assert report["workers"]["alive"] == 1 and report["workers"]["processes"][0]["last_seen_s"] < 5

@@ -54,3 +54,50 @@ def _restore_encoder() -> object:
     previous = dramatiq.get_encoder()
     yield None
     dramatiq.set_encoder(previous)
+
+
+def test_no_retry_goes_straight_to_the_dead_letters_with_a_full_log_line(
+    redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`NoRetry` (and any error with ``retryable = False``) skips the retries; the log line says which
+    event, which try, the error's first line and the dead letter's id; a duplicate skip is logged."""
+    from wa_middleware import NoRetry
+    from wa_middleware.ops.deadletters import DeadLetters
+
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, max_retries=3)
+    tries: list[str] = []
+
+    class Unauthorized(Exception):
+        retryable = False
+
+    @wa.on_message("text", text="permanent")
+    def permanent(message: Message) -> None:
+        tries.append("permanent")
+        raise NoRetry("the API said 401\nmore detail")
+
+    @wa.on_message("text", text="attribute")
+    def attribute(message: Message) -> None:
+        tries.append("attribute")
+        raise Unauthorized("401 from the API")
+
+    enqueuer = wa.sync_enqueuer()
+    for delivery in (testing.text("permanent", id="wamid.NR1"), testing.text("attribute", id="wamid.NR2")):
+        for _ in range(2):  # the second is a redelivery: skipped, and logged
+            job = wa.core.finish({}, delivery.to_bytes())
+            enqueuer.enqueue(job.message_id, job.data)
+    with caplog.at_level("INFO", logger="wa_middleware.worker"):
+        drain(wa)
+    letters = DeadLetters(wa)
+    try:
+        found = letters.list()
+    finally:
+        letters.close()
+    wa.close()
+    assert sorted(tries) == ["attribute", "permanent"]  # one try each, no retries
+    assert len(found) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    line = next(m for m in errors if "wamid.NR1" in m)
+    assert "try 1 of 4" in line and "NoRetry: the API said 401" in line and "more detail" not in line
+    assert "not retryable" in line and any(letter.id in line for letter in found)
+    skips = [r.getMessage() for r in caplog.records if "already handled" in r.getMessage()]
+    assert any("wamid.NR1" in m for m in skips) and any("wamid.NR2" in m for m in skips)

@@ -87,6 +87,8 @@ def _replay(args: argparse.Namespace) -> int:
     report = replay(
         webhook, since_seconds=parse_since(args.since), kinds=kinds, callback=args.callback, dry_run=args.dry_run
     )
+    for name, kind, ident in report.planned:
+        print(f"would run {name} on {kind} {ident}")
     verb = "would re-run" if args.dry_run else "re-ran"
     print(
         f"{verb} {report.runs} callback run(s) on {report.events} event(s) "
@@ -112,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="run dramatiq worker processes that execute the callbacks")
+    worker = sub.add_parser(
+        "worker",
+        help="run dramatiq worker processes that execute the callbacks",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     worker.add_argument("app", metavar="MODULE:ATTR", help="where the Webhook is, e.g. myapp.hooks:wa")
     worker.add_argument("--processes", "-p", type=int, default=os.cpu_count() or 1, help="worker processes")
     worker.add_argument("--threads", "-t", type=int, default=8, help="threads per worker process")

@@ -19,7 +19,8 @@ def run_command(args: Any) -> int:
             found = letters.list(args.limit)
             for letter in found:
                 print(letter.summary())
-            print(f"{len(found)} dead letter(s)")
+            total = letters.count()
+            print(f"{total} dead letter(s)" if len(found) == total else f"{len(found)} of {total} dead letter(s) shown")
             return 0
         if args.action == "show":
             if not args.ids:

@@ -76,7 +76,8 @@ class DeadLetter:
     def summary(self) -> str:
         when = datetime.fromtimestamp(self.dead_at / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         what = f"{self.callback} on {self.kind} {self.event_key}" if self.callback else self.message.get("actor_name")
-        return f"{self.id}  {when}  {what}  {self.error}"
+        first = self.error.strip().splitlines()[0] if self.error.strip() else "?"
+        return f"{self.id}  {when}  {what}  {first}"
 
 
 #: Move one dead letter back onto the queue; for a unit, hand its idempotency claim to the replay.
@@ -121,6 +122,10 @@ class DeadLetters:
             if data is not None:
                 out.append(DeadLetter(mid.decode(), int(score), _decode(data)))
         return out
+
+    def count(self) -> int:
+        """How many dead letters there are."""
+        return int(self.client.zcard(self.xq))
 
     def get(self, letter_id: str) -> DeadLetter | None:
         data: bytes | None = self.client.hget(self.keys.dead_messages, letter_id)  # type: ignore[assignment]

@@ -73,6 +73,8 @@ class ReplayReport:
     events: int = 0
     runs: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: With ``dry_run``: what would run, as (callback name, event kind, event id or key).
+    planned: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class ReplaySource(BrokerLink, Protocol):
@@ -116,6 +118,10 @@ def replay(
                     continue
                 touched.add(id(outcome.item.event))
                 report.runs += 1
+                if outcome.state == "dry":
+                    event = outcome.item.event
+                    ident = getattr(event.data, "id", None) or getattr(event.data, "field", None) or "?"
+                    report.planned.append((outcome.item.callback.name, event.kind, str(ident)))
                 if outcome.error is not None:
                     error = outcome.error
                     report.failures.append((outcome.item.callback.name, f"{type(error).__name__}: {error}"))

@@ -19,12 +19,13 @@ import asyncio
 import time
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from .._version import __version__
+from ..keys import KeyLayout
 from ..memory import memory_report, policy_error
 from .core import Response
 
@@ -54,6 +55,10 @@ class HealthReport:
     latency_ms: float | None
     error: str | None = None
     memory: dict[str, Any] | None = None
+    #: For a `Webhook`: queue depth, age of the oldest waiting delivery, retries waiting, dead letters,
+    #: and the worker processes' heartbeats (alive: within ``recovery_timeout``). Reported, never
+    #: failing the check: the check is about storing deliveries.
+    overview: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         broker: dict[str, Any] = {"reachable": self.latency_ms is not None, "latency_ms": self.latency_ms}
@@ -61,7 +66,10 @@ class HealthReport:
             broker["memory"] = self.memory
         if self.error is not None:
             broker["error"] = self.error
-        return {"status": "ok" if self.ok else "unavailable", "broker": broker, "version": __version__}
+        out = {"status": "ok" if self.ok else "unavailable", "broker": broker, "version": __version__}
+        if self.overview is not None:
+            out.update(self.overview)
+        return out
 
     def response(self, method: str = "GET") -> Response:
         """The HTTP answer for this report; ``405`` for a method other than GET or HEAD."""
@@ -78,6 +86,44 @@ class HealthReport:
             ("cache-control", "no-store"),
         )
         return Response(200 if self.ok else 503, headers, b"" if method == "HEAD" else body)
+
+
+def _overview_commands(pipe: Any, keys: KeyLayout) -> Any:
+    pipe.time()
+    pipe.llen(keys.queue)
+    pipe.zrange(keys.heartbeats, 0, -1, withscores=True)
+    pipe.lindex(keys.queue, 0)
+    pipe.zcard(keys.retries)
+    pipe.zcard(keys.dead_letters)
+    return pipe
+
+
+_timestamp = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def _overview(found: list[Any], oldest: bytes | None, recovery_timeout: float) -> dict[str, Any]:
+    (seconds, micros), depth, beats, _, retries, dead = found
+    now = int(seconds) * 1000 + int(micros) // 1000
+    age = None
+    if oldest is not None:
+        try:
+            age = round((now - int(_timestamp.decode(oldest)["message_timestamp"])) / 1000, 3)
+        except Exception:
+            age = None
+    workers = [
+        {"id": (bid.decode() if isinstance(bid, bytes) else bid)[:8], "last_seen_s": round((now - score) / 1000, 2),
+         "alive": now - score <= recovery_timeout * 1000}
+        for bid, score in beats
+    ]  # fmt: skip
+    return {
+        "queue": {
+            "waiting": int(depth),
+            "oldest_age_s": age,
+            "retries_waiting": int(retries),
+            "dead_letters": int(dead),
+        },
+        "workers": {"alive": sum(1 for w in workers if w["alive"]), "processes": workers},
+    }
 
 
 def _report(seconds: float, memory: dict[str, Any]) -> HealthReport:
@@ -118,6 +164,9 @@ class HealthCheck:
         self._sync: Any = None
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
+    def _url(self) -> str:
+        return self.source if isinstance(self.source, str) else str(getattr(self.source, "broker_url", ""))
+
     def _sync_client(self) -> Any:
         if self._sync is None:
             import redis
@@ -125,7 +174,7 @@ class HealthCheck:
             from redis.retry import Retry
 
             self._sync = redis.Redis.from_url(
-                str(self.source),
+                self._url(),
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),
@@ -141,7 +190,7 @@ class HealthCheck:
             from redis.backoff import NoBackoff
 
             client = aredis.Redis.from_url(
-                str(self.source),
+                self._url(),
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 0),
@@ -163,7 +212,21 @@ class HealthCheck:
                 memory = enqueuer.memory()
         except Exception as exc:
             return HealthReport(False, None, _reason(exc))
-        return _report(seconds, memory)
+        report = _report(seconds, memory)
+        keys = getattr(self.source, "keys", None)
+        if isinstance(keys, KeyLayout):
+            try:
+                client = self._sync_client()
+                found = _overview_commands(client.pipeline(transaction=False), keys).execute()
+                oldest = client.hget(keys.messages, found[3]) if found[3] else None
+                report = replace(report, overview=_overview(found, oldest, self._recovery()))
+            except Exception as exc:
+                report = replace(report, overview={"error": _reason(exc)})
+        return report
+
+    def _recovery(self) -> float:
+        settings = getattr(self.source, "settings", None)
+        return float(getattr(settings, "recovery_timeout", 30.0))
 
     async def acheck(self) -> HealthReport:
         """Check now, on the running event loop."""
@@ -180,7 +243,18 @@ class HealthCheck:
                 memory = await asyncio.wait_for(enqueuer.memory(), self.timeout)
         except Exception as exc:
             return HealthReport(False, None, _reason(exc))
-        return _report(seconds, memory)
+        report = _report(seconds, memory)
+        keys = getattr(self.source, "keys", None)
+        if isinstance(keys, KeyLayout):
+            try:
+                client = self._async_client()
+                pipe = _overview_commands(client.pipeline(transaction=False), keys)
+                found = await asyncio.wait_for(pipe.execute(), self.timeout)
+                oldest = await client.hget(keys.messages, found[3]) if found[3] else None
+                report = replace(report, overview=_overview(found, oldest, self._recovery()))
+            except Exception as exc:
+                report = replace(report, overview={"error": _reason(exc)})
+        return report
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The check itself is an ASGI application (any path: route it where you want it)."""

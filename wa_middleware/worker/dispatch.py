@@ -253,6 +253,12 @@ class Dispatcher:
         skipped = plan.count("s")
         if skipped:
             metrics.duplicate_skipped(skipped)
+            for unit, step in zip(units, plan, strict=True):
+                if step == "s":
+                    logger.info(
+                        "callback %s skipped on %s %s: already handled (a redelivery), event key %s",
+                        unit.callback.name, unit.event.kind, _event_id(unit), unit.key.rsplit(":idem:", 1)[-1],
+                    )  # fmt: skip
         ops = Ops()
         blocked: set[str] = set()  # lanes in which an earlier unit failed: the later ones wait behind it
         planned = [unit for unit, step in zip(units, plan, strict=True) if step == "r"]
@@ -426,10 +432,13 @@ class Dispatcher:
         from dramatiq.common import compute_backoff
 
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=30))
-        if attempt < self.max_retries:
+        error = _first_line(exc)
+        retryable = getattr(exc, "retryable", True) is not False
+        event_id = _event_id(unit)
+        if retryable and attempt < self.max_retries:
             logger.warning(
-                "callback %s failed on a %s event (%s), try %d of %d: retrying it alone",
-                unit.callback.name, unit.event.kind, type(exc).__name__, attempt + 1, self.max_retries + 1,
+                "callback %s failed on %s %s, try %d of %d: %s; retrying it alone",
+                unit.callback.name, unit.event.kind, event_id, attempt + 1, self.max_retries + 1, error,
             )  # fmt: skip
             metrics.callback_retry(unit.callback.name)
             _, delay = compute_backoff(attempt, factor=self.min_backoff, max_backoff=self.max_backoff)
@@ -440,11 +449,12 @@ class Dispatcher:
         note = None
         if unit.lane:
             note = f"ordered: the conversation {KeyLayout.conversation_of(unit.lane)} moved on without this event"
-        logger.error(
-            "callback %s failed on a %s event after %d tries (%s): dead-lettered",
-            unit.callback.name, unit.event.kind, attempt + 1, type(exc).__name__,
-        )  # fmt: skip
         rid = str(uuid.uuid4())
+        logger.error(
+            "callback %s failed on %s %s, try %d of %d: %s; %s: dead letter %s",
+            unit.callback.name, unit.event.kind, event_id, attempt + 1, self.max_retries + 1, error,
+            "not retryable" if not retryable else "no tries left", rid,
+        )  # fmt: skip
         metrics.dead_letter(unit.callback.name)
         dead = self._unit_message(
             unit, attempt, rid=rid, traceback=tb, wa_error=f"{type(exc).__name__}: {exc}", wa_note=note
@@ -493,6 +503,17 @@ class _Units(list[Unit]):
     def __init__(self) -> None:
         super().__init__()
         self.kinds: list[str] = []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _event_id(unit: Unit) -> str:
+    """The event's own id for a log line (message or status id), else its idempotency key."""
+    data: Any = unit.event.data
+    return str(getattr(data, "id", None) or unit.key.rsplit(":idem:", 1)[-1])
 
 
 def rid_of(message: dramatiq.Message[Any]) -> str:
