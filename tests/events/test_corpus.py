@@ -6,7 +6,8 @@ or interactive type, this version does not model). It was derived from the files
 not from the decoder: messages, statuses and errors of each ``messages`` value in that order,
 every other field as a change. Hand-checked exceptions: the ``MALFORMED`` files carry no
 ``field`` where one is expected (a change of field None); two netflie files put placeholder
-strings where numbers belong (the message becomes a ``messages`` change, kept whole); the
+strings where numbers belong (the message becomes a ``messages`` change, kept whole: only a
+string holding a number is read as one); the
 ``DOC_WRONG_FIELD`` file is a quality update sent as a status update (decoded as what its field says).
 """
 
@@ -197,12 +198,16 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "cloud_message_location_reply_to_location_request__meta_docs_location_request_messages_4.json": (
         "message:location",
     ),
-    "cloud_message_location_string_placeholders__netflie.json": ("change:messages",),  # latitude/longitude are strings
+    "cloud_message_location_string_placeholders__netflie.json": (
+        "change:messages",
+    ),  # latitude/longitude are placeholders
     "cloud_message_location_url_only__bindambc.json": ("message:location",),
     "cloud_message_order__meta_docs_order_1.json": ("message:order",),
     "cloud_message_order__pywa.json": ("message:order",),
     "cloud_message_order_mpm_no_text__meta_docs_mpm_templates_6.json": ("message:order",),
-    "cloud_message_order_string_placeholders__netflie.json": ("change:messages",),  # quantity/item_price are strings
+    "cloud_message_order_string_placeholders__netflie.json": (
+        "change:messages",
+    ),  # quantity/item_price are placeholders
     "cloud_message_reaction__bindambc.json": ("message:reaction",),
     "cloud_message_reaction__meta_docs_reaction_1.json": ("message:reaction",),
     "cloud_message_reaction__pywa.json": ("message:reaction",),
@@ -627,3 +632,52 @@ def test_unknown_type_errors() -> None:
     assert message.type == "unsupported"
     assert message.errors[0].code == 130501
     assert message.group_id.startswith("Y2FwaV9ncm91cDox")
+
+
+def test_status_gets_its_recipients_contact() -> None:
+    event = _one(
+        "cloud_status_delivered_bsuid_username_parent_recipient_user_id__meta_docs_business_scoped_user_ids_22.json"
+    )
+    assert event.kind == "status"
+    assert event.ctx.contact.profile.username == "@pablomorales"
+    assert event.ctx.contact.user_id == "US.13491208655302741918"
+
+
+@pytest.mark.parametrize(
+    "name,time",
+    [
+        pytest.param(
+            "cloud_message_template_status_update_approved__meta_docs_message_template_status_update_1.json",
+            1751247548,
+            id="template-status",
+        ),
+        pytest.param(
+            "cloud_phone_number_quality_update_flagged__meta_docs_manage_webhooks_11.json", 1731617831, id="quality"
+        ),
+        pytest.param(
+            "cloud_account_update_account_offboarded_template__meta_docs_onboarding_business_app_users_10.json",
+            None,
+            id="placeholder",
+        ),
+    ],
+)
+def test_entry_time_reaches_the_context(name: str, time: int | None) -> None:
+    assert _one(name).ctx.entry_time == time
+
+
+def test_every_entry_time_of_the_corpus_reaches_its_events() -> None:
+    """Every integer ``entry[].time`` in the corpus is on the context of each event of its entry."""
+    checked = 0
+    for name in _files():
+        body = (SHARED_PAYLOADS / name).read_bytes()
+        doc = msgspec.json.decode(body)
+        entries = doc.get("entry") if isinstance(doc, dict) else None
+        times = {
+            entry["time"]
+            for entry in entries or ()
+            if isinstance(entry, dict) and type(entry.get("time")) is int and entry.get("changes")
+        }
+        if len(entries or ()) == 1 and times:
+            assert {e.ctx.entry_time for e in decode_delivery(body)} == times, name
+            checked += 1
+    assert checked >= 30  # the corpus has a few dozen such bodies

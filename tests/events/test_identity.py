@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import PAYLOADS
@@ -43,6 +45,41 @@ def test_hash_keys_are_stable(name: str) -> None:
     for kind, key, conversation in first:
         if kind in ("error", "change"):
             assert key.startswith("h:") and conversation is None
+
+
+#: The hash keys of the fixtures' errors and changes, as they were before the context carried the
+#: entry time and the contacts of statuses and errors: a redelivery across an upgrade is still a duplicate.
+PINNED_HASH_KEYS = {
+    "model/cloud_and_odd_parts.json": [
+        "h:1a7f5299675ff8275f37837b8bb46c1d",
+        "h:cd1e2d775a97ac00b6866eb39f78742c",
+        "h:b10f2e848ed71c0fd177d5df1a02e1a9",
+    ],
+    "model/two_entries.json": [
+        "h:8815da7157003c3cc67d5b7d04fdce04",
+        "h:0e342f2437665737adf1cdc283afd086",
+        "h:343e3c8199de2519139468e3c7cac9c0",
+    ],
+    "onprem_errors.json": ["h:f9f169881f66c45cdaa886d29e037fcd"],
+    "template_status.json": ["h:862bdf88d72c6c1ab51e70c04a088eb5"],
+    "value_error.json": ["h:94f9e7b9888e91785c89395d6e81e500"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_HASH_KEYS))
+def test_hash_keys_are_pinned(name: str) -> None:
+    assert [key for _, key, _ in keys(name) if key.startswith("h:")] == PINNED_HASH_KEYS[name]
+
+
+def test_entry_time_is_not_part_of_a_key() -> None:
+    """``entry[].time`` is on the context, not in the hashed data: a re-stamped redelivery is a duplicate."""
+    body = json.loads((PAYLOADS / "model" / "two_entries.json").read_text())
+    first = decode_delivery(json.dumps(body).encode())
+    for entry in body["entry"]:
+        entry["time"] = 1800000000
+    second = decode_delivery(json.dumps(body).encode())
+    assert {e.ctx.entry_time for e in second} == {1800000000} != {e.ctx.entry_time for e in first}
+    assert [event_key(e) for e in first] == [event_key(e) for e in second]
 
 
 def test_ordered_option() -> None:

@@ -14,13 +14,17 @@ each decoder built once:
   general path: the envelope first, each change on its own, and when a part does not fit, the
   untyped JSON converted part by part. One odd message costs only itself: it is delivered as a
   `Change` of field ``"messages"`` carrying the part as it came, and the rest is still typed.
+
+A ``messages`` value with a key this version does not know takes the untyped route too, as only
+there can a list beside ``messages`` (``calls``, ``message_echoes``...) be seen and delivered as a
+`Change` of its own (`Change.list_name`) instead of being skipped with the unknown attributes.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
-from typing import Any, Literal, NamedTuple, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import msgspec
 
@@ -52,17 +56,27 @@ class Event(NamedTuple):
     ctx: EventContext
 
 
-class _Value(msgspec.Struct, gc=False):
-    """``value`` of a ``messages`` change, and the On-Premise flat body."""
+_NULL = msgspec.Raw(b"null")
 
+
+class _Value(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """``value`` of a ``messages`` change, and the On-Premise flat body.
+
+    Unknown keys are refused, so that a value holding a list beside ``messages`` that this
+    version does not model goes to the untyped route, which delivers that list (any other new
+    key goes there too, and costs only speed).
+    """
+
+    messaging_product: Any = None
+    # Meta's summary of the conversation beside its messages (an object, not modelled): known, so
+    # that a value carrying it keeps to the one-pass path; skipped like any unknown attribute.
+    conversation_context: msgspec.Raw = _NULL
     metadata: Metadata | None = None
     contacts: list[Contact] | None = None
     messages: list[Message] | None = None
     statuses: list[Status] | None = None
     errors: list[Error] | None = None
 
-
-_NULL = msgspec.Raw(b"null")
 
 # Builds an Event without the Python-level __new__ of a NamedTuple: the worker makes one per event.
 _event: Callable[[tuple[EventKind, Message | Status | Error | Change, EventContext]], Event] = functools.partial(
@@ -78,6 +92,8 @@ class _Change(msgspec.Struct, gc=False):
 
 class _Entry(msgspec.Struct, gc=False):
     id: str | int | None = None
+    # Any: documentation examples put "<WEBHOOK_TIMESTAMP>" here, which must not fail the entry.
+    time: Any = None
     changes: list[_Change] | None = None
 
 
@@ -98,6 +114,7 @@ class _FastChange(msgspec.Struct, gc=False):
 
 class _FastEntry(msgspec.Struct, gc=False):
     id: str | int | None = None
+    time: Any = None
     changes: list[_FastChange] | None = None
 
 
@@ -119,6 +136,7 @@ class _OtherChange(msgspec.Struct, gc=False):
 
 class _OtherEntry(msgspec.Struct, gc=False):
     id: str | int | None = None
+    time: Any = None
     changes: list[_OtherChange] | None = None
 
 
@@ -139,6 +157,12 @@ _delivery_decoder = msgspec.json.Decoder(_Delivery)
 _value_decoder = msgspec.json.Decoder(_Value)
 _any_decoder = msgspec.json.Decoder()
 _FLAT_KEYS = ("contacts", "messages", "statuses", "errors")
+#: The keys of a ``messages`` value this version knows; a list under any other is delivered as a `Change`.
+_VALUE_KEYS: Final = frozenset(_Value.__struct_fields__)
+#: The lists of a value that become events of their own.
+_EVENT_LISTS: Final = frozenset({"messages", "statuses", "errors"})
+#: An ``entry[].time`` past this cannot be a time, nor be carried in MessagePack to the worker.
+_MAX_TIME: Final = 2**63
 
 # Where the untyped form of a value can be found again, when a part of it must be kept raw:
 # the change's own bytes, or the body and the (entry, change) indexes of a one-pass decode.
@@ -195,24 +219,29 @@ def _general_events(body: bytes, delivery_id: str | None, received_at: int | Non
         raise PayloadError("the delivery is not valid JSON") from None
     for entry in delivery.entry or ():
         waba_id = None if entry.id is None else str(entry.id)
+        time = _entry_time(entry.time)
         for change in entry.changes or ():
             if change.field == "messages":
                 try:
                     decoded = _value_decoder.decode(change.value)
                 except msgspec.ValidationError:
-                    events.extend(_loose_value(_decode_any(change.value), waba_id, delivery_id, received_at))
+                    events.extend(_loose_value(_decode_any(change.value), waba_id, time, delivery_id, received_at))
                 else:
-                    _value_events(events, decoded, change.value, waba_id, delivery_id, received_at)
+                    _value_events(events, decoded, change.value, waba_id, time, delivery_id, received_at)
             else:
                 ctx = EventContext(
-                    waba_id=waba_id, field=change.field, delivery_id=delivery_id, received_at=received_at
+                    waba_id=waba_id,
+                    field=change.field,
+                    entry_time=time,
+                    delivery_id=delivery_id,
+                    received_at=received_at,
                 )
                 events.append(Event("change", Change(field=change.field, value=_decode_any(change.value)), ctx))
     if delivery.messages or delivery.statuses or delivery.errors:
         flat = _Value(
             contacts=delivery.contacts, messages=delivery.messages, statuses=delivery.statuses, errors=delivery.errors
         )
-        _value_events(events, flat, (body, None), None, delivery_id, received_at)
+        _value_events(events, flat, (body, None), None, None, delivery_id, received_at)
     elif delivery.entry is None and delivery.contacts is None:
         # Neither format: keep the body whole rather than drop it.
         ctx = EventContext(delivery_id=delivery_id, received_at=received_at)
@@ -226,11 +255,16 @@ def _other_events(events: list[Event], other: _OtherDelivery, delivery_id: str |
         return False
     for entry in other.entry:
         waba_id = entry.id if type(entry.id) is str else None if entry.id is None else str(entry.id)
+        time = entry.time
+        if time is not None and not (type(time) is int and 0 <= time < 2**63):  # inlined _entry_time
+            time = _entry_time(time)
         for change in entry.changes or ():
             field = change.field
             if field == "messages":
                 return False
-            ctx = EventContext(waba_id=waba_id, field=field, delivery_id=delivery_id, received_at=received_at)
+            ctx = EventContext(
+                waba_id=waba_id, field=field, entry_time=time, delivery_id=delivery_id, received_at=received_at
+            )
             events.append(_event(("change", Change(field=field, value=change.value), ctx)))
     return True
 
@@ -242,16 +276,28 @@ def _fast_events(
     if fast.entry is not None:
         for i, entry in enumerate(fast.entry):
             waba_id = entry.id if type(entry.id) is str else None if entry.id is None else str(entry.id)
+            time = entry.time
+            if time is not None and not (type(time) is int and 0 <= time < 2**63):  # inlined _entry_time
+                time = _entry_time(time)
             for j, change in enumerate(entry.changes or ()):
                 if change.field != "messages" or change.value is None:
                     return False
-                _value_events(events, change.value, (body, (i, j)), waba_id, delivery_id, received_at)
+                _value_events(events, change.value, (body, (i, j)), waba_id, time, delivery_id, received_at)
     if fast.messages or fast.statuses or fast.errors:
         flat = _Value(contacts=fast.contacts, messages=fast.messages, statuses=fast.statuses, errors=fast.errors)
-        _value_events(events, flat, (body, None), None, delivery_id, received_at)
+        _value_events(events, flat, (body, None), None, None, delivery_id, received_at)
     elif fast.entry is None:
         return False
     return True
+
+
+def _entry_time(value: Any) -> int | None:
+    """``entry[].time`` as an integer: as sent, or from a string of digits; None for anything else."""
+    if type(value) is int:
+        return value if 0 <= value < _MAX_TIME else None
+    if type(value) is str and value.isascii() and value.isdigit():
+        return _entry_time(int(value))
+    return None  # absent, or a placeholder such as "<WEBHOOK_TIMESTAMP>"
 
 
 def raw_value(body: bytes) -> Any:
@@ -282,14 +328,15 @@ def _value_events(
     value: _Value,
     source: _Source,
     waba_id: str | None,
+    entry_time: int | None,
     delivery_id: str | None,
     received_at: int | None,
 ) -> None:
     # The hot loop of the worker: kept flat, one context per message built directly.
     metadata = value.metadata
+    contacts = value.contacts
     messages, statuses, errors = value.messages, value.statuses, value.errors
     if messages:
-        contacts = value.contacts
         raws: list[Any] | None = None
         for message in messages:
             kind = message.type
@@ -299,7 +346,9 @@ def _value_events(
             ):
                 if raws is None:  # rare: decode the source again, untyped, once for all such messages
                     raws = _untyped(source)["messages"]
-                message = msgspec.structs.replace(message, raw=raws[messages.index(message)])
+                # By identity, not equality: two messages can decode equal (same id, type, sender
+                # and time) and differ only in what this version does not model, which raw is for.
+                message = msgspec.structs.replace(message, raw=raws[_position(messages, message)])
             if not contacts:
                 contact = None
             elif len(contacts) == 1:
@@ -311,21 +360,81 @@ def _value_events(
                 metadata=metadata,
                 contact=contact,
                 field="messages",
+                entry_time=entry_time,
                 delivery_id=delivery_id,
                 received_at=received_at,
             )
             events.append(_event(("message", message, ctx)))
     if statuses or errors or not messages:
-        base = EventContext(
-            waba_id=waba_id, metadata=metadata, field="messages", delivery_id=delivery_id, received_at=received_at
+        # Errors and kept parts name no user: they get the value's contact when it has only one,
+        # and so share their context with the statuses whose recipient that contact is.
+        single = contacts[0] if contacts and len(contacts) == 1 else None
+        only = EventContext(
+            waba_id=waba_id,
+            metadata=metadata,
+            contact=single,
+            field="messages",
+            entry_time=entry_time,
+            delivery_id=delivery_id,
+            received_at=received_at,
         )
-        for status in statuses or ():
-            events.append(_event(("status", status, base)))
+        if not contacts:
+            for status in statuses or ():
+                events.append(_event(("status", status, only)))
+        else:
+            for status in statuses or ():
+                # Most values have one contact, the recipient of all their statuses: checked first.
+                if single is not None and (
+                    (single.wa_id and single.wa_id == status.recipient_id)
+                    or (single.user_id and single.user_id == status.recipient_user_id)
+                ):
+                    recipient: Contact | None = single
+                else:
+                    recipient = _recipient_contact(status, contacts)
+                ctx = only if recipient is single else msgspec.structs.replace(only, contact=recipient)
+                events.append(_event(("status", status, ctx)))
         for error in errors or ():
-            events.append(_event(("error", error, base)))
+            events.append(_event(("error", error, only)))
         if not (messages or statuses or errors):
             # A messages change with nothing in it: a documentation example with fields at the wrong level.
-            events.append(Event("change", Change(field="messages", value=_untyped(source)), base))
+            events.append(Event("change", Change(field="messages", value=_untyped(source)), only))
+
+
+def _position(items: list[Message], item: Message) -> int:
+    for i, candidate in enumerate(items):
+        if candidate is item:
+            return i
+    raise ValueError("not in the list")  # never: the item is taken from the list
+
+
+def _with_contact(base: EventContext, contact: Contact | None) -> EventContext:
+    return base if contact is None else msgspec.structs.replace(base, contact=contact)
+
+
+def _only_contact(contacts: list[Contact] | None) -> Contact | None:
+    """The contact of an event that names no user (a value-level error, a kept part): the value's only one."""
+    return contacts[0] if contacts and len(contacts) == 1 else None
+
+
+def _recipient_contact(status: Status, contacts: list[Contact]) -> Contact | None:
+    """The contact of a status's recipient: the one whose ``wa_id`` or ``user_id`` is the
+    recipient's (in a group, the participant's); else the value's only contact, but only when
+    the two give no ids to compare, so that a contact of another user is never taken."""
+    phones = (status.recipient_id, status.recipient_participant_id, status.participant_recipient_id)
+    users = (status.recipient_user_id, status.recipient_participant_user_id)
+    for contact in contacts:
+        wa_id = contact.wa_id
+        if wa_id and wa_id in phones:
+            return contact
+        user_id = contact.user_id
+        if user_id and user_id in users:
+            return contact
+    if len(contacts) != 1:
+        return None
+    only = contacts[0]
+    if (only.wa_id and any(phones)) or (only.user_id and any(users)):
+        return None  # both sides name the user, and differently
+    return only
 
 
 def _needs_raw(message: Message) -> bool:
@@ -337,9 +446,7 @@ def _needs_raw(message: Message) -> bool:
 
 
 def _message_event(message: Message, contacts: list[Contact] | None, base: EventContext) -> Event:
-    contact = _contact_for(message, contacts)
-    ctx = base if contact is None else msgspec.structs.replace(base, contact=contact)
-    return Event("message", message, ctx)
+    return Event("message", message, _with_contact(base, _contact_for(message, contacts)))
 
 
 def _contact_for(message: Message, contacts: list[Contact] | None) -> Contact | None:
@@ -382,24 +489,43 @@ def _loose_delivery(obj: Any, delivery_id: str | None, received_at: int | None) 
             continue
         entry_id = entry.get("id")
         waba_id = str(entry_id) if isinstance(entry_id, (str, int)) and not isinstance(entry_id, bool) else None
+        time = _entry_time(entry.get("time"))
         changes = entry.get("changes")
         for change in changes if isinstance(changes, list) else ():
             field = change.get("field") if isinstance(change, dict) else None
             field = field if isinstance(field, str) else None
             value = change.get("value") if isinstance(change, dict) else change
             if field == "messages":
-                yield from _loose_value(value, waba_id, delivery_id, received_at)
+                yield from _loose_value(value, waba_id, time, delivery_id, received_at)
             else:
-                ctx = EventContext(waba_id=waba_id, field=field, delivery_id=delivery_id, received_at=received_at)
+                ctx = EventContext(
+                    waba_id=waba_id, field=field, entry_time=time, delivery_id=delivery_id, received_at=received_at
+                )
                 yield Event("change", Change(field=field, value=value), ctx)
     if any(key in obj for key in _FLAT_KEYS):
-        yield from _loose_value(obj, None, delivery_id, received_at)
+        yield from _loose_value(obj, None, None, delivery_id, received_at, flat=True)
     elif not isinstance(entries, list):
         yield Event("change", Change(value=obj), EventContext(delivery_id=delivery_id, received_at=received_at))
 
 
-def _loose_value(value: Any, waba_id: str | None, delivery_id: str | None, received_at: int | None) -> Iterator[Event]:
-    base = EventContext(waba_id=waba_id, field="messages", delivery_id=delivery_id, received_at=received_at)
+def _loose_value(
+    value: Any,
+    waba_id: str | None,
+    entry_time: int | None,
+    delivery_id: str | None,
+    received_at: int | None,
+    *,
+    flat: bool = False,
+) -> Iterator[Event]:
+    """The events of a ``messages`` value (or, with ``flat``, of an On-Premise body) as untyped JSON.
+
+    Besides the parts that fit, it delivers what the typed route cannot: each part that does not
+    fit, kept whole, and each list this version does not model beside ``messages`` (not looked
+    for in an On-Premise body, whose top level also holds the envelope's keys when both come).
+    """
+    base = EventContext(
+        waba_id=waba_id, field="messages", entry_time=entry_time, delivery_id=delivery_id, received_at=received_at
+    )
     if not isinstance(value, dict):
         yield Event("change", Change(field="messages", value=value), base)
         return
@@ -407,24 +533,102 @@ def _loose_value(value: Any, waba_id: str | None, delivery_id: str | None, recei
     if metadata is not None:
         base = msgspec.structs.replace(base, metadata=metadata)
     contacts = [c for _, c in _converted_list(value.get("contacts"), Contact) if c is not None]
+    only = _with_contact(base, _only_contact(contacts))
     found = False
     for raw, message in _converted_list(value.get("messages"), Message):
         found = True
         if message is None:
-            yield Event("change", Change(field="messages", value=raw), base)
+            message = _with_numbers(raw)
+        if message is None:
+            yield Event("change", Change(field="messages", value=raw), only)
             continue
         if _needs_raw(message):
             message = msgspec.structs.replace(message, raw=raw)
         yield _message_event(message, contacts, base)
     for raw, status in _converted_list(value.get("statuses"), Status):
         found = True
-        yield Event("status", status, base) if status is not None else Event("change", _part(raw), base)
+        if status is None:
+            yield Event("change", _part(raw), only)
+        else:
+            yield Event(
+                "status", status, _with_contact(base, _recipient_contact(status, contacts) if contacts else None)
+            )
     for raw, error in _converted_list(value.get("errors"), Error):
         found = True
-        yield Event("error", error, base) if error is not None else Event("change", _part(raw), base)
+        yield Event("error", error, only) if error is not None else Event("change", _part(raw), only)
+    if not flat:
+        unknown = [key for key, item in value.items() if key not in _VALUE_KEYS and isinstance(item, list)]
+        for name in unknown:
+            found = True
+            # The value as sent, less the lists delivered as other events: metadata and contacts stay.
+            part = {
+                key: item
+                for key, item in value.items()
+                if key == name or (key not in _EVENT_LISTS and (key in _VALUE_KEYS or not isinstance(item, list)))
+            }
+            yield Event("change", Change(field="messages", value=part, list_name=name), only)
     if not found:
-        yield Event("change", Change(field="messages", value=value), base)
+        yield Event("change", Change(field="messages", value=value), only)
 
 
 def _part(raw: Any) -> Change:
     return Change(field="messages", value=raw)
+
+
+# -- numbers sent as strings ------------------------------------------------------------------
+
+# Meta documents numbers for these attributes; some gateways re-serialise them as strings
+# ("quantity": "1"). Such a message does not fit the typed model, and would reach only the
+# `Change` fallback, so here, on the slow path it takes anyway, a string holding a JSON number is
+# read as that number. Any other string (a placeholder such as "LOCATION_LATITUDE") still does
+# not fit, and the message is kept whole as a `Change` as before. Only these attributes: a string
+# elsewhere is a change of meaning this version cannot judge.
+_LOCATION_NUMBERS: Final[Mapping[str, type[float]]] = {"latitude": float, "longitude": float}
+_ITEM_NUMBERS: Final[Mapping[str, type[float]]] = {"quantity": int, "item_price": float}
+_DIGITS: Final = frozenset("0123456789")
+_NUMBER_STARTS: Final = _DIGITS | {"-"}
+
+
+def _with_numbers(raw: Any) -> Message | None:
+    """The message ``raw`` once its numbers sent as strings are numbers; None if it still does not fit."""
+    fixed = _numbers_in_message(raw)
+    return None if fixed is None else _convert(fixed, Message)
+
+
+def _numbers_in_message(raw: Any) -> dict[str, Any] | None:
+    """A copy of the message ``raw`` with its numeric strings as numbers; None when it has none."""
+    if not isinstance(raw, dict):
+        return None
+    fixed: dict[str, Any] = {}
+    location = raw.get("location")
+    if isinstance(location, dict) and (numbers := _numbers(location, _LOCATION_NUMBERS)) is not None:
+        fixed["location"] = numbers
+    order = raw.get("order")
+    items = order.get("product_items") if isinstance(order, dict) else None
+    if isinstance(order, dict) and isinstance(items, list):
+        new_items = [(_numbers(item, _ITEM_NUMBERS) if isinstance(item, dict) else None) for item in items]
+        if any(item is not None for item in new_items):
+            fixed["order"] = {
+                **order,
+                "product_items": [new if new is not None else old for new, old in zip(new_items, items, strict=True)],
+            }
+    edit = raw.get("edit")
+    if isinstance(edit, dict) and (message := _numbers_in_message(edit.get("message"))) is not None:
+        fixed["edit"] = {**edit, "message": message}
+    return {**raw, **fixed} if fixed else None
+
+
+def _numbers(obj: dict[str, Any], types: Mapping[str, type[float]]) -> dict[str, Any] | None:
+    out: dict[str, Any] | None = None
+    for key, cls in types.items():
+        value = obj.get(key)
+        if not isinstance(value, str) or value[:1] not in _NUMBER_STARTS or value[-1:] not in _DIGITS:
+            continue  # not a string, or a placeholder: spare the exception (and refuse blanks around)
+        try:
+            number = msgspec.json.decode(value, type=cls)
+        except msgspec.DecodeError:  # not a JSON number of that type (JSON has no NaN; 1e999 is refused)
+            continue
+        if out is None:
+            out = dict(obj)
+        out[key] = number
+    return out

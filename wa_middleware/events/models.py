@@ -6,9 +6,10 @@ encode/decode round trip unchanged (the worker re-encodes events it retries).
 
 Types not known today are not errors: a message of an unknown ``type`` (or an ``interactive``
 of an unknown ``interactive.type``) keeps its whole payload in `Message.raw`; a ``field`` this
-version does not model arrives as a `Change` carrying its raw ``value``. Conveniences that are
-computed (``datetime``, ``media``, ``in_reply_to``...) are properties, never fields, so they
-do not change the JSON shape.
+version does not model arrives as a `Change` carrying its raw ``value``, and so does a list this
+version does not model beside ``messages`` in a ``messages`` value (`Change.list_name`).
+Conveniences that are computed (``datetime``, ``media``, ``in_reply_to``...) are properties,
+never fields, so they do not change the JSON shape.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class Profile(_Base, frozen=True):
 
 
 class Contact(_Base, frozen=True):
-    """The user a message came from (``value.contacts[]``).
+    """The user a message came from, or a status went to (``value.contacts[]``).
 
     ``wa_id`` can be empty or absent when WhatsApp gives only the business-scoped ``user_id``.
     """
@@ -660,10 +661,20 @@ class Change(_Base, frozen=True):
 
     ``value`` is the change's value exactly as sent (JSON builtins), so nothing Meta adds is
     lost; `typed` gives the typed struct for the common fields.
+
+    A list this version does not model beside ``messages`` in a ``messages`` value (``calls``,
+    ``message_echoes``...) is a change of its own, so that a list Meta adds there reaches the
+    catch-all instead of vanishing: ``field`` is ``"messages"``, ``list_name`` the list's key,
+    and ``value`` the value as sent without the lists that became other events (its messages,
+    statuses, errors and other such lists), so ``metadata`` and ``contacts`` stay beside it.
     """
 
     field: str | None = None
     value: Any = None
+    #: The key of the unmodelled list this change carries (``"calls"``); None for any other change.
+    #: Omitted from the encoded form when None, so the idempotency key of every other change is
+    #: what it was before this attribute existed.
+    list_name: str | None = None
 
     @property
     def typed(self) -> ChangeValue | None:
@@ -684,10 +695,19 @@ class Change(_Base, frozen=True):
 class EventContext(_Base, frozen=True):
     """Where an event came from: passed as a second argument to callbacks that take one.
 
+    The worker carries it between processes as MessagePack, next to the event; every attribute is
+    a plain value for that reason, and anything computed is a property.
+
     :ivar waba_id: the WhatsApp Business Account id (``entry[].id``).
-    :ivar metadata: the receiving business number.
-    :ivar contact: for messages, the sender's contact (profile name, wa_id).
+    :ivar metadata: the receiving business number (``value.metadata``; None for changes of fields
+        other than ``messages``, whose values stay untyped, and for the On-Premise body).
+    :ivar contact: the user the event is about, from ``value.contacts``: a message's sender; a
+        status's recipient; for a value-level error or a `Change` of field ``messages``, the
+        value's only contact. None when the value has none that fits.
     :ivar field: the change's ``field`` (``"messages"`` for messages, statuses and errors).
+    :ivar entry_time: ``entry[].time`` as sent, in seconds since the epoch (also when sent as a
+        string of digits; None when absent or a placeholder). For template, account and quality
+        updates it is the only time WhatsApp gives for the event.
     :ivar delivery_id: the id of the webhook delivery (one HTTP request) the event came in.
     :ivar received_at: when the delivery was stored, in milliseconds since the epoch.
     """
@@ -696,6 +716,7 @@ class EventContext(_Base, frozen=True):
     metadata: Metadata | None = None
     contact: Contact | None = None
     field: str | None = None
+    entry_time: int | None = None
     delivery_id: str | None = None
     received_at: int | None = None
 
@@ -706,5 +727,10 @@ class EventContext(_Base, frozen=True):
 
     @property
     def sender_name(self) -> str | None:
-        """The profile name of the message's sender."""
+        """The profile name of the message's sender (of the status's recipient, for a status)."""
         return self.contact.name if self.contact else None
+
+    @property
+    def entry_datetime(self) -> _dt.datetime | None:
+        """`entry_time` as an aware UTC datetime."""
+        return _to_datetime(self.entry_time)
