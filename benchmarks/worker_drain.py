@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         left = int(client.info("memory")["used_memory"])
         events = results["wa_middleware"]["completed"]
         state = sum(1 for _ in client.scan_iter(f"{NAMESPACE}:wa:*", count=10_000))
-        results["state"] = {"keys": state, "bytes_per_event": round((left - _empty_baseline(client)) / max(events, 1), 1),
-                            "used_before_drain": base, "used_after": left}  # fmt: skip
+        per_event = round((left - _empty_baseline(client)) / max(events, 1), 1)
+        results["state"] = {"keys": state, "bytes_per_event": per_event, "used_before_drain": base, "used_after": left}
         print(f"wa-middleware: {results['wa_middleware']}", flush=True)
         print(f"state after the drain: {results['state']}", flush=True)
         if not args.skip_stock:

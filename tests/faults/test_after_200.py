@@ -334,8 +334,6 @@ def test_wait_for_a_replica_before_the_200(spawn, tmp_path: Path) -> None:  # ty
 def test_base_exception_in_an_ordered_callback_releases_its_lane(  # type: ignore[no-untyped-def]
     spawn, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    spawn, redis_server: RedisServer, tmp_path: Path
-) -> None:
     """Item 7: an ordered callback raising a BaseException (dramatiq itself rejects the message): the
     delivery goes to the dead letters, its lane is released, the later deliveries run; replaying the
     dead letter runs it."""
