@@ -76,7 +76,7 @@ class WebhookMiddleware:
         early = core.start(scope["method"], headers, content_length, query)
         if early is not None:
             return early
-        body = await self._read_body(receive)
+        body = await self._read_body(receive, core.body_timeout_for(headers))
         if body is None:
             return core.too_large()
         job = core.finish(headers, body)
@@ -84,19 +84,20 @@ class WebhookMiddleware:
         await enqueuer.enqueue(job.message_id, job.data)
         return core.accepted(job)
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
+    async def _read_body(self, receive: Receive, timeout: float) -> bytes | None:
         """Read the body counting bytes against the cap; None when it grows past it.
 
-        The whole body must arrive within ``core.body_timeout`` (not each chunk: a client sending a
-        byte every few seconds would hold the request open for ever).
+        The whole body must arrive within ``timeout`` (not each chunk: a client sending a byte every
+        few seconds would hold the request open for ever): ``core.body_timeout``, or the tighter
+        ``core.signed_body_timeout`` when only a signature, checked on the body, can authenticate it.
         """
         try:
             if sys.version_info >= (3, 11):
                 # One deadline for the whole read, and no task per receive() as wait_for makes.
-                async with asyncio.timeout(self.core.body_timeout):
+                async with asyncio.timeout(timeout):
                     return await self._receive_all(receive, None)
             loop = asyncio.get_running_loop()
-            return await self._receive_all(receive, loop.time() + self.core.body_timeout)
+            return await self._receive_all(receive, loop.time() + timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise RequestTimeout() from None
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wa_middleware import metrics
 from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
@@ -70,12 +75,89 @@ class WebhookMiddleware:
         early = core.start(environ.get("REQUEST_METHOD", "GET"), headers, content_length, query)
         if early is not None:
             return early
-        body = _read_body(environ, content_length, core.max_body_size, core.body_timeout)
+        body = _read_body(environ, content_length, core.max_body_size, core.body_timeout_for(headers))
         if body is None:
             return core.too_large()
         job = core.finish(headers, body)
         self.webhook.sync_enqueuer().enqueue(job.message_id, job.data)
         return core.accepted(job)
+
+
+class _Watch:
+    __slots__ = ("done", "fired", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.done = False
+        self.fired = False
+
+
+class _Deadlines:
+    """One daemon thread that ends the reading side of a socket whose body deadline passed.
+
+    A socket timeout only bounds each ``recv``, and the server's reader loops over ``recv`` until it
+    has the bytes asked for: a client sending a byte a second would hold a worker for ever. Shutting
+    the reading side down (``SHUT_RD``) makes the blocked ``recv`` return end-of-file at once, the
+    read comes back short and the request is a 408; the writing side is untouched, so the 408 is
+    still sent. One thread for the process, started on the first body read (and again in a forked
+    child); each read costs a heap push and a flag.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, sock: Any, timeout: float) -> _Watch:
+        watch = _Watch(sock)
+        entry = (time.monotonic() + timeout, next(self._seq), watch)
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="wa-body-deadlines", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return watch
+
+    def disarm(self, watch: _Watch) -> None:
+        # Under the lock: once this returns the socket is never touched again (it may be closed and
+        # its descriptor reused right after).
+        with self._cond:
+            watch.done = True
+            # Bodies mostly end in the order they began: dropping finished ones from the top keeps
+            # the heap about as large as the reads in progress.
+            heap = self._heap
+            while heap and heap[0][2].done:
+                heapq.heappop(heap)
+
+    def _run(self) -> None:
+        cond, heap = self._cond, self._heap
+        with cond:
+            while True:
+                while heap and heap[0][2].done:
+                    heapq.heappop(heap)
+                if not heap:
+                    cond.wait()
+                    continue
+                wait = heap[0][0] - time.monotonic()
+                if wait > 0:
+                    cond.wait(wait)
+                    continue
+                watch = heapq.heappop(heap)[2]
+                watch.fired = True
+                try:
+                    watch.sock.shutdown(socket.SHUT_RD)
+                except Exception:  # already closed by the client; nothing must stop this thread
+                    pass
+
+
+_deadlines = _Deadlines()
 
 
 def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int, timeout: float) -> bytes | None:
@@ -85,14 +167,17 @@ def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int, t
     (``wsgi.input_terminated``); otherwise the body counts as empty, as PEP 3333 requires.
     A body that ends early, or whose framing the server refuses, is a `PayloadError` (400).
 
-    WSGI gives no way to bound a read in time; under gunicorn, which exposes its socket, each
-    read waits at most ``timeout`` seconds for the next bytes (a stalled client gets a 408).
+    WSGI gives no way to bound a read in time; under gunicorn, which exposes its socket, the whole
+    body must arrive within ``timeout`` seconds (a stalled or trickling client gets a 408): each
+    ``recv`` waits at most that long, and `_Deadlines` cuts the reading side when the time is up.
     """
     stream = environ["wsgi.input"]
     sock = environ.get("gunicorn.socket")
     previous = sock.gettimeout() if sock is not None else None
+    watch = None
     if sock is not None:
         sock.settimeout(timeout)
+        watch = _deadlines.arm(sock, timeout)
     try:
         if content_length is not None:
             body = bytes(stream.read(content_length)) if content_length else b""
@@ -105,13 +190,21 @@ def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int, t
         return None if len(body) > cap else body
     except TimeoutError:
         raise RequestTimeout() from None
+    except PayloadError:
+        if watch is not None and watch.fired:
+            raise RequestTimeout() from None
+        raise
     except WebhookError:
         raise
     except Exception:
+        if watch is not None and watch.fired:
+            raise RequestTimeout() from None
         # The server's own error for broken chunking or a client gone mid-body (gunicorn's
         # NoMoreData, Werkzeug's ClientDisconnected, OSError): the request's fault, not ours.
         raise PayloadError("incomplete body") from None
     finally:
+        if watch is not None:
+            _deadlines.disarm(watch)
         if sock is not None:
             sock.settimeout(previous)
 

@@ -7,6 +7,10 @@ Schemes that can decide from the headers alone (`BasicAuth`, `HeaderAuth`) are c
 the body is read. Signature schemes (`HubSignature256`, `Dialog360Signature`) need the raw body;
 their ``precheck`` still refuses, before the body is read, a request whose signature header is
 missing or malformed. `AllOf` and `AnyOf` combine schemes.
+
+A well-formed signature header proves nothing until the body is in, so a request that only a
+signature can authenticate (`authenticated_by_headers` is False) gets a tighter deadline for its
+body than one a header credential already vouched for (see ``Core.signed_body_timeout``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "HmacSignature",
     "HubSignature256",
     "NoAuth",
+    "authenticated_by_headers",
     "precheck",
 ]
 
@@ -44,7 +49,8 @@ class Auth(Protocol):
     ``needs_body`` tells the adapters whether the scheme can decide from the headers alone
     (then the body is never read for a bad request) or must see the raw body (HMAC schemes).
     A body-needing scheme may also define ``precheck(headers) -> bool``, a cheap header-only
-    test run before the body is read (see `precheck`).
+    test run before the body is read (see `precheck`), and ``by_headers(headers) -> bool``, True
+    when the headers alone already authenticate the request (see `authenticated_by_headers`).
     """
 
     needs_body: bool
@@ -66,6 +72,21 @@ def precheck(auth: Auth, headers: Mapping[str, str]) -> bool:
         return auth.verify(headers, None)
     check = getattr(auth, "precheck", None)
     return bool(check(headers)) if check is not None else True
+
+
+def authenticated_by_headers(auth: Auth, headers: Mapping[str, str]) -> bool:
+    """True when the headers alone prove the request authentic, before any body byte is read.
+
+    A header-only scheme (and `NoAuth`, which asks for nothing) says so by verifying; a signature
+    scheme never can (a well-formed signature header costs an attacker nothing), and a combination
+    asks its members (`AllOf`: every precheck passes and one header-only member verified;
+    `AnyOf`: one member is authenticated by headers). A custom body-needing scheme counts as
+    unauthenticated unless it defines ``by_headers``.
+    """
+    if not auth.needs_body:
+        return auth.verify(headers, None)
+    check = getattr(auth, "by_headers", None)
+    return bool(check(headers)) if check is not None else False
 
 
 def _secret_bytes(value: str | bytes, what: str) -> bytes:
@@ -284,6 +305,14 @@ class _Combined:
 
     def precheck(self, headers: Mapping[str, str]) -> bool:
         return self._combine([precheck(s, headers) for s in self.schemes])
+
+    def by_headers(self, headers: Mapping[str, str]) -> bool:
+        vouched = [authenticated_by_headers(s, headers) for s in self.schemes]
+        if self._all:
+            # All must pass; one header credential that verified vouches for the request, the
+            # others being at least well-formed (a signature is checked once the body is in).
+            return any(vouched) and self.precheck(headers)
+        return any(vouched)
 
     def verify(self, headers: Mapping[str, str], body: bytes | None) -> bool:
         return self._combine([s.verify(headers, body) for s in self.schemes])

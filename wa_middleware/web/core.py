@@ -7,7 +7,7 @@ The flow an adapter follows::
     if not core.matches(path): pass through to the wrapped app
     response = core.start(method, headers, content_length, query)  # 405 / 401 / 413 / handshake, or None
     ... read at most core.max_body_size bytes ...            # core.too_large() past the cap
-    ... within core.body_timeout seconds in all ...          # core.reject(RequestTimeout()) otherwise
+    ... within core.body_timeout_for(headers) s in all ...   # core.reject(RequestTimeout()) otherwise
     job = core.finish(headers, body)                         # raises WebhookError -> core.reject(exc)
     ... enqueue job.data under job.message_id, bounded by core.enqueue_timeout ...
     return core.accepted(job)                                # or core.reject(QueueUnavailable())
@@ -38,10 +38,14 @@ from ..errors import (
     VerificationFailed,
     WebhookError,
 )
-from .auth import Auth, precheck
+from .auth import Auth, authenticated_by_headers, precheck
 
 #: Header bytes (names and values) accepted at most: 360dialog sends a handful of short headers.
 MAX_HEADER_BYTES = 32 * 1024
+#: Seconds the body of a request nothing has authenticated yet (a signature scheme's) may take at
+#: most. A delivery's body follows its headers at once and is a few KB: the sender's 5 s are for the
+#: whole exchange, so a body still missing after 3 s is an attacker holding a worker, not a delivery.
+SIGNED_BODY_TIMEOUT = 3.0
 
 __all__ = ["Core", "Job", "Response", "parse_content_length"]
 
@@ -110,6 +114,9 @@ class Core:
     :param enqueue_timeout: seconds the broker has to acknowledge a write.
     :param retry_after: seconds advertised in ``Retry-After`` on a 503.
     :param body_timeout: seconds the client has to send the whole body (408 after that).
+    :param signed_body_timeout: the same, at most, for a request that no header credential has
+        authenticated (a signature scheme's, whose check needs the body): a client without any
+        secret can otherwise hold a worker for ``body_timeout`` per connection.
     :param verify_token: when set, ``GET path?hub.mode=subscribe&hub.verify_token=...&hub.challenge=...``
         (Meta's subscription handshake) is answered with the challenge; without it GET is a 405.
     """
@@ -126,6 +133,7 @@ class Core:
         retry_after: int = 5,
         body_timeout: float = 10.0,
         verify_token: str | None = None,
+        signed_body_timeout: float = SIGNED_BODY_TIMEOUT,
     ) -> None:
         self.path = path
         self.auth = auth
@@ -134,6 +142,14 @@ class Core:
         self.actor_name = actor_name
         self.enqueue_timeout = enqueue_timeout
         self.body_timeout = body_timeout
+        self.signed_body_timeout = min(body_timeout, signed_body_timeout)
+        # Decided once when the scheme tells from its type: header-only schemes were verified before
+        # the body (full deadline); a plain signature never vouches (tight). Combinations ask per request.
+        self._fixed_body_timeout: float | None = None
+        if not auth.needs_body:
+            self._fixed_body_timeout = body_timeout
+        elif getattr(auth, "by_headers", None) is None:
+            self._fixed_body_timeout = self.signed_body_timeout
         self._verify_token = verify_token.encode() if verify_token else None
         allow = "GET, POST" if verify_token else "POST"
 
@@ -186,6 +202,16 @@ class Core:
             if content_length > self.max_body_size:
                 return self.reject(PayloadTooLarge())
         return None
+
+    def body_timeout_for(self, headers: Mapping[str, str]) -> float:
+        """Seconds the body of this request (``start`` returned None) may take in all.
+
+        ``body_timeout`` when a header credential already authenticated the request, else
+        ``signed_body_timeout``: the signature is all it has, and it cannot be checked before the body.
+        """
+        if self._fixed_body_timeout is not None:
+            return self._fixed_body_timeout
+        return self.body_timeout if authenticated_by_headers(self.auth, headers) else self.signed_body_timeout
 
     def too_large(self) -> Response:
         """The answer when the body grew past the cap while being read."""
