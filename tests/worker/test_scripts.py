@@ -100,12 +100,18 @@ class Lua:
         ttl: int = TTL,
         bid: str = BROKER,
     ) -> list[Any]:
+        return self.finish_many([(ops, rid, take, bid)], now=now, ttl=ttl)[0]
+
+    def finish_many(
+        self, messages: list[tuple[Ops, str, bool, str]], *, now: int | None = None, ttl: int = TTL
+    ) -> list[Any]:
+        """One FINISH call for a batch of messages (as the worker's `Finisher` coalesces them)."""
         k = self.keys
-        keys = [
-            k.queue, k.messages, k.acks(bid), k.stats, k.units, k.dead_letters, k.dead_messages, k.heartbeats,
-            k.retries,
-        ]  # fmt: skip
-        args = [rid, bid, now if now is not None else now_ms(), ttl, "1" if take else "0", *ops]
+        keys = [k.queue, k.messages, k.stats, k.units, k.dead_letters, k.dead_messages, k.heartbeats, k.retries]
+        args: list[Any] = [now if now is not None else now_ms(), ttl]
+        for ops, rid, take, bid in messages:
+            record = finish.finish_message(rid=rid, acks=k.acks(bid), bid=bid, take="1" if take else "0", count=ops.n)
+            args += [*record, *ops]
         return self.scripts.finish(keys=keys, args=args)
 
     def peek(self, count: int) -> Any:
@@ -113,12 +119,21 @@ class Lua:
         return self.scripts.peek(keys=[k.queue, k.messages, k.retries], args=[count])
 
     def recover(
-        self, bid: str = BROKER, *, fresh: bool = True, timeout: int = TIMEOUT, dead_ttl: int = DEAD_TTL
+        self,
+        bid: str = BROKER,
+        *,
+        fresh: bool = True,
+        timeout: int = TIMEOUT,
+        dead_ttl: int = DEAD_TTL,
+        candidate: str = "",
+        created: bool = False,
     ) -> list[Any]:
+        """RECOVER's [state, requeued, epoch] (and its ``created`` flag last, with ``created=True``)."""
         k = self.keys
         keys = [k.heartbeats, k.queue, k.messages, k.dead_letters, k.dead_messages, k.epoch]
-        args = [bid, timeout, k.acks_prefix, "1" if fresh else "0", dead_ttl]
-        return text(self.scripts.recover(keys=keys, args=args))
+        args = [bid, timeout, k.acks_prefix, "1" if fresh else "0", dead_ttl, candidate]
+        result = text(self.scripts.recover(keys=keys, args=args))
+        return result if created else result[:3]
 
     def requeue(self, *rids: str, bid: str = BROKER) -> int:
         k = self.keys
@@ -744,6 +759,7 @@ def test_finish_unknown_op_is_an_error(lua: Lua, keys: KeyLayout, client: redis.
         Ops().add("bogus")  # the builder never produces one
     ops = Ops()
     ops.append("bogus")  # as an older or newer Python side could send
+    ops.n += 1
     with pytest.raises(redis.ResponseError, match="unknown op bogus"):
         lua.finish(ops, rid="r1")
     assert lua.ack_set() == {b"r1"}  # not acked
@@ -926,7 +942,14 @@ def test_recover_returns_the_epoch_marker(lua: Lua, keys: KeyLayout, client: red
     if marker is not None:
         client.set(keys.epoch, marker)
     assert lua.recover(BROKER, fresh=True) == ["ok", 0, marker or ""]
-    assert client.get(keys.epoch) == (marker.encode() if marker else None)  # RECOVER never writes it
+    assert client.get(keys.epoch) == (marker.encode() if marker else None)  # without a candidate: never written
+
+
+def test_recover_writes_a_missing_marker_once(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    """The first worker writes the marker inside RECOVER (allowed when Redis is full); later ones adopt it."""
+    assert lua.recover(BROKER, fresh=True, candidate="first", created=True) == ["ok", 0, "first", "1"]
+    assert lua.recover(OTHER, fresh=True, candidate="second", created=True) == ["ok", 0, "first", "0"]
+    assert client.get(keys.epoch) == b"first"
 
 
 def test_a_process_presumed_dead_is_fenced_everywhere(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
@@ -1086,3 +1109,21 @@ def test_plan_refuses_a_redis_whose_epoch_marker_changed(lua: Lua, keys: KeyLayo
     with pytest.raises(redis.ResponseError, match="WALOST"):
         lua.plan(delivery("r2", "m2", unit(keys.idem("msg:e2"), "m2.0")), pop=True, fresh=False, epoch="seen")
     assert lua.queue() == [b"r2"] and lua.field(keys.idem("msg:e2")) is None
+
+
+def test_finish_a_batch_applies_each_message_on_its_own(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    """Coalesced FINISH: each message of the batch is fenced on its own; one gone does not stop the others."""
+    client.zadd(keys.heartbeats, {BROKER: now_ms()})
+    for rid in ("r1", "r3"):
+        lua.enqueue(rid)
+        client.sadd(lua.acks, rid)
+    e1, e2, e3 = keys.idem("msg:b1"), keys.idem("msg:b2"), keys.idem("msg:b3")
+    one, two, three = Ops(), Ops(), Ops()
+    one.done(e1, CB)
+    two.done(e2, CB)  # r2 is not in the acks: an earlier call applied it
+    three.done(e3, CB)
+    three.done(e3, "other")
+    results = lua.finish_many([(one, "r1", False, BROKER), (two, "r2", False, BROKER), (three, "r3", False, BROKER)])
+    assert [r[0] for r in results] == [b"ok", b"again", b"ok"]
+    assert (lua.field(e1), lua.field(e2), lua.field(e3), lua.field(e3, "other")) == (b"d", None, b"d", b"d")
+    assert lua.ack_set() == set() and client.hlen(keys.messages) == 0

@@ -10,6 +10,7 @@ the order of the queue exactly, and it batches the deduplication round trips of 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import dramatiq
@@ -32,6 +33,12 @@ __all__ = ["Runtime", "WebhookBroker"]
 
 #: The longest a consumer sleeps between two polls of an empty queue, in milliseconds.
 IDLE_MS = 100
+
+#: Deliveries one work item may hold at most (a batch, run by one thread, finished in one call).
+BATCH = 16
+
+#: Deliveries one fetch takes at most.
+MAX_FETCH = 256
 
 
 class WebhookBroker(RedisBroker):
@@ -82,14 +89,23 @@ class _PlanningConsumer(RedisConsumer):
     def requeue(self, messages: Any) -> None:
         if not self._ours():
             return super().requeue(messages)  # type: ignore[no-any-return,no-untyped-call]
-        self.broker.dispatcher.lease.requeue([rid_of(message) for message in messages])
+        self.broker.dispatcher.lease.requeue(self._rids(messages))
+
+    def _rids(self, messages: Any) -> list[str]:
+        """The redis ids of messages, those of batches expanded to their deliveries."""
+        batches = self.broker.dispatcher.batches
+        rids: list[str] = []
+        for message in messages:
+            rid = rid_of(message)
+            rids += [rid_of(m) for m in batches.pop(rid, ())] if rid.startswith("batch:") else [rid]
+        return rids
 
     def close(self) -> None:
         # Prefetched messages not handed to a worker thread yet: back to the queue now, or, with
         # Redis out of reach, forgotten here so that reconciling requeues them once it answers.
         if self._ours() and self.message_cache:
             lease = self.broker.dispatcher.lease
-            rids = [rid_of(m) for m in self.message_cache if isinstance(m, dramatiq.Message)]
+            rids = self._rids([m for m in self.message_cache if isinstance(m, dramatiq.Message)])
             self.message_cache = []
             try:
                 lease.scripts.requeue(
@@ -100,10 +116,47 @@ class _PlanningConsumer(RedisConsumer):
             lease.release(rids)
         super().close()
 
-    def _fetch(self, count: int) -> list[Any]:
+    def _fetch(self, slots: int) -> list[Any]:
+        """Take up to ``slots`` work items: deliveries, grouped into batches when the queue is deep."""
         broker: WebhookBroker = self.broker
         if self.queue_name != broker.dispatcher.queue_name:
-            return [data for data in broker.do_fetch(self.queue_name, count) if data is not None]
+            return [data for data in broker.do_fetch(self.queue_name, slots) if data is not None]
+        taken = self._take(min(slots * BATCH, MAX_FETCH))
+        return self._group(taken, slots)
+
+    def _group(self, messages: list[dramatiq.Message[Any]], slots: int) -> list[dramatiq.Message[Any]]:
+        """Group consecutive deliveries into batch messages, so that ``slots`` items hold them all:
+        one item per delivery on a quiet queue, up to `BATCH` per item under load."""
+        size = min(BATCH, -(-len(messages) // max(slots, 1)))
+        if size <= 1:
+            return messages
+        dispatcher: Dispatcher = self.broker.dispatcher
+        out: list[dramatiq.Message[Any]] = []
+        group: list[dramatiq.Message[Any]] = []
+
+        def close() -> None:
+            if len(group) == 1:
+                out.append(group[0])
+            elif group:
+                batch_id = f"batch:{uuid.uuid4()}"
+                dispatcher.batches[batch_id] = list(group)
+                out.append(dramatiq.Message(queue_name=self.queue_name, actor_name=dispatcher.batch_actor, args=(),
+                                            kwargs={}, options={"redis_message_id": batch_id}))  # fmt: skip
+            group.clear()
+
+        for message in messages:
+            if message.actor_name == dispatcher.dispatch_actor:
+                group.append(message)
+                if len(group) == size:
+                    close()
+            else:
+                close()
+                out.append(message)
+        close()
+        return out
+
+    def _take(self, count: int) -> list[dramatiq.Message[Any]]:
+        broker: WebhookBroker = self.broker
         dispatcher = broker.dispatcher
         if dispatcher.lease.halted:
             return []
@@ -190,6 +243,9 @@ class Runtime:
             "callback": dramatiq.actor(
                 broker=broker, actor_name=settings.callback_actor, queue_name=queue, max_retries=retries
             )(self._run_unit),
+            "batch": dramatiq.actor(
+                broker=broker, actor_name=self.dispatcher.batch_actor, queue_name=queue, max_retries=retries
+            )(self._run_batch),
         }
         self._worker: dramatiq.Worker | None = None
 
@@ -208,6 +264,9 @@ class Runtime:
 
     def _run_unit(self, *args: Any) -> None:
         self.dispatcher.run_unit(self._current_message())
+
+    def _run_batch(self) -> None:
+        self.dispatcher.run_batch(self._current_message())
 
     def stats(self) -> dict[str, int]:
         raw: dict[bytes, bytes] = self.broker.client.hgetall(self.dispatcher.keys.stats)  # type: ignore[assignment]

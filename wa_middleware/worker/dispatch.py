@@ -29,6 +29,7 @@ from ..events.run import run_callbacks
 from ..keys import KeyLayout
 from ..settings import WorkerSettings
 from .finish import Ops, plan_message, plan_own, plan_unit
+from .finisher import Finisher
 from .lease import Fenced, Lease
 
 if TYPE_CHECKING:
@@ -83,6 +84,9 @@ class Dispatcher:
         self.plans: dict[str, tuple[str, list[Unit] | None]] = {}
         #: Messages this process acked inside a finish script: the consumer skips its own ack.
         self.acked: set[str] = set()
+        #: Deliveries grouped by the consumer into one batch message: batch id -> its messages.
+        self.batches: dict[str, list[dramatiq.Message[Any]]] = {}
+        self.batch_actor = f"{settings.name}.batch"
         self._broker: RedisBroker | None = None
         self._lease: Lease | None = None
         #: What counts as a callback failing: also dramatiq's time limit, so a callback that runs
@@ -95,6 +99,7 @@ class Dispatcher:
         self._failures = (Exception, TimeLimitExceeded)
         self._broker = broker
         self._lease = Lease(broker, self.keys, self.settings.recovery_timeout, int(broker.dead_message_ttl))
+        self.finisher = Finisher(self._lease, self.keys, self.ttl_ms)
 
     @property
     def broker(self) -> RedisBroker:
@@ -249,6 +254,37 @@ class Dispatcher:
             # Planning failed when the message was taken (it then claimed nothing): never run it
             # against that empty plan. Failing sends it to the dead letters (a replay plans it afresh).
             raise RuntimeError(f"delivery {message.message_id} could not be planned")
+        self.finish(message, self._run_planned(plan, units))
+
+    def run_batch(self, batch: dramatiq.Message[Any]) -> None:
+        """Run the deliveries the consumer grouped into ``batch`` (under load), one after the other in
+        this thread, and finish them all in one FINISH call: one round trip and one fsync for many."""
+        _chain.budget = CHAIN_BUDGET
+        messages = self.batches.pop(rid_of(batch), [])
+        self.acked.add(rid_of(batch))
+        finished: list[tuple[dramatiq.Message[Any], Ops]] = []
+        try:
+            for index, message in enumerate(messages):
+                if not self._may_run(message):
+                    continue
+                plan, units = self._take_plan(message)
+                if units is None:
+                    logger.error("wa-middleware: delivery %s could not be planned: dead-lettered", message.message_id)
+                    finished.append((message, self._bury_ops(message)))
+                    continue
+                try:
+                    finished.append((message, self._run_planned(plan, units)))
+                except BaseException:
+                    # Past the callbacks' error handling (a BaseException): this delivery to the dead
+                    # letters, the ones not started back to the queue, what ran recorded below.
+                    finished.append((message, self._bury_ops(message)))
+                    self.lease.requeue([rid_of(m) for m in messages[index + 1 :]])
+                    raise
+        finally:
+            self.finish_all(finished)
+
+    def _run_planned(self, plan: str, units: list[Unit]) -> Ops:
+        """Run the units a delivery's plan gave this message; the FINISH operations of their outcomes."""
         metrics.events_decoded(getattr(units, "kinds", ()))
         skipped = plan.count("s")
         if skipped:
@@ -279,7 +315,7 @@ class Dispatcher:
             ops.done(unit.key, unit.callback.name)
             if unit.lane:
                 ops.pop_lane(unit.lane, unit.uid)
-        self.finish(message, ops)
+        return ops
 
     def run_unit(self, message: dramatiq.Message[Any]) -> None:
         _chain.budget = CHAIN_BUDGET
@@ -335,46 +371,61 @@ class Dispatcher:
         outcome recorded, and no failure here reaches dramatiq (whose own retry or dead-lettering
         would run the whole delivery again, or bury callbacks that ran fine).
         """
+        if message is None:
+            self.finish_all([], chained=chained)
+            return
+        self.finish_all([(message, ops)], chained=chained)
+
+    def finish_all(self, finished: list[tuple[dramatiq.Message[Any], Ops]], *, chained: bool = False) -> None:
+        """FINISH several messages in one script call (each fenced on its own), then run the lane
+        heads handed over to this thread."""
+        if not finished:
+            return
         lease = self.lease
-        rid = "" if message is None else rid_of(message)
-        bid = lease.owner(rid)
         budget = getattr(_chain, "budget", None)
-        take = "1" if budget is not None and budget > 0 else "0"
-        k = self.keys
-        keys = [
-            k.queue, k.messages, k.acks(bid), k.stats, k.units, k.dead_letters, k.dead_messages, k.heartbeats,
-            k.retries,
-        ]  # fmt: skip
-        args = [rid, bid, int(time.time() * 1000), self.ttl_ms, take, *ops]
-        result = lease.call(f"finish message {rid}", lambda: lease.scripts.finish(keys=keys, args=args))
-        if rid and not chained:
-            self.acked.add(rid)  # the consumer that fetched it must not ack it again
-        if result is None:
-            # Stopping with Redis out of reach: the message stays in this process's acks, and runs
-            # again elsewhere once its heartbeat lapses (at least once).
-            return
-        lease.release([rid])
-        state = result[0].decode() if isinstance(result[0], bytes) else result[0]
-        if state == "gone":
-            logger.warning(
-                "wa-middleware: message %s was handed to another worker while this one was presumed dead: "
-                "its outcome here is not recorded (the other run's is)",
-                rid,
-            )
-            return
-        taken = result[1:]
-        if taken:
-            lease.hold([head.decode() for head in taken[::2]], bid)
-            self._run_chain(taken)
+        take = budget is not None and budget > 0
+        records = [(rid_of(message), lease.owner(rid_of(message)), take, ops) for message, ops in finished]
+        found = self.finisher.finish(records)
+        results: list[list[Any] | None] = list(found) if found is not None else [None] * len(records)
+        heads: list[bytes] = []
+        for (rid, bid, _, _), result in zip(records, results, strict=True):
+            if not chained:
+                self.acked.add(rid)  # the consumer that fetched it must not ack it again
+            if result is None:
+                # Stopping with Redis out of reach: the message stays in this process's acks, and runs
+                # again elsewhere once its heartbeat lapses (at least once).
+                continue
+            lease.release([rid])
+            if result[0] == "gone":
+                logger.warning(
+                    "wa-middleware: message %s was handed to another worker while this one was presumed dead: "
+                    "its outcome here is not recorded (the other run's is)",
+                    rid,
+                )
+                continue
+            taken = result[1:]
+            if taken:
+                lease.hold([head.decode() for head in taken[::2]], bid)
+                heads += taken
+        if heads:
+            self._run_chain(heads)
+
+    def _bury_ops(self, message: dramatiq.Message[Any]) -> Ops:
+        ops = Ops()
+        ops.bury(rid_of(message))
+        for lane, uid in self._lanes_of(message):
+            ops.pop_lane(lane, uid)
+        return ops
 
     def nack(self, message: dramatiq.Message[Any]) -> None:
         """dramatiq rejected ``message`` (its actor raised past our error handling, or is unknown): move it
         to the dead letters and release the conversation lanes its units hold, in one FINISH."""
         rid = rid_of(message)
-        ops = Ops()
-        ops.bury(rid)
-        for lane, uid in self._lanes_of(message):
-            ops.pop_lane(lane, uid)
+        if rid in self.batches:  # a batch rejected before it ran: its deliveries go back, unrun
+            self.acked.add(rid)
+            self.lease.requeue([rid_of(m) for m in self.batches.pop(rid)])
+            return
+        ops = self._bury_ops(message)
         self.plans.pop(rid, None)
         self.finish(message, ops)
 

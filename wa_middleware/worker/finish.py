@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["OPS", "PLAN_MESSAGE", "PLAN_OWN", "PLAN_UNIT", "Ops", "plan_message", "plan_own", "plan_unit"]
+__all__ = [
+    "FINISH_MESSAGE", "OPS", "PLAN_MESSAGE", "PLAN_OWN", "PLAN_UNIT", "Ops", "finish_message", "plan_message",
+    "plan_own", "plan_unit",
+]  # fmt: skip
 
 #: FINISH operations: op code -> its fields.
 OPS: dict[str, tuple[str, ...]] = {
@@ -29,6 +32,8 @@ OPS: dict[str, tuple[str, ...]] = {
     "bury": ("buried",),
 }
 
+#: FINISH: the record that starts each message of a batch; ``count`` operations follow.
+FINISH_MESSAGE = ("rid", "acks", "bid", "take", "count")
 #: PLAN: the record that starts each fetched message; ``count`` units follow (-1: one PLAN_OWN).
 PLAN_MESSAGE = ("rid", "mid", "count")
 #: PLAN: one unit of a delivery. ``stale``: "" or "<status progress key>|<rank>".
@@ -39,6 +44,7 @@ PLAN_OWN = ("key", "field", "lane")
 #: Every record the Lua scripts bind, by the name ``--@bind`` uses.
 RECORDS: dict[str, tuple[tuple[str, ...], bool]] = {
     **{code: (fields, True) for code, fields in OPS.items()},  # after an op code
+    "FINISH_MESSAGE": (FINISH_MESSAGE, False),
     "PLAN_MESSAGE": (PLAN_MESSAGE, False),
     "PLAN_UNIT": (PLAN_UNIT, False),
     "PLAN_OWN": (PLAN_OWN, False),
@@ -49,6 +55,10 @@ def _record(fields: tuple[str, ...], values: dict[str, Any]) -> list[Any]:
     if values.keys() != set(fields):
         raise TypeError(f"expected fields {fields}, got {sorted(values)}")
     return [values[name] for name in fields]
+
+
+def finish_message(**values: Any) -> list[Any]:
+    return _record(FINISH_MESSAGE, values)
 
 
 def plan_message(**values: Any) -> list[Any]:
@@ -66,11 +76,18 @@ def plan_own(**values: Any) -> list[Any]:
 class Ops(list[Any]):
     """The operations of one FINISH call, flat, in the order they are applied."""
 
-    __slots__ = ()
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: How many operations (not fields) it holds.
+        self.n = 0
 
     def add(self, code: str, **values: Any) -> None:
+        record = _record(OPS[code], values)
         self.append(code)
-        self.extend(_record(OPS[code], values))
+        self.extend(record)
+        self.n += 1
 
     def done(self, key: str, field: str) -> None:
         self.add("done", key=key, field=field)

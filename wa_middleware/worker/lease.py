@@ -173,13 +173,20 @@ class Lease:
             "heartbeat",
             lambda: self.scripts.recover(
                 keys=[k.heartbeats, k.queue, k.messages, k.dead_letters, k.dead_messages, k.epoch],
-                args=[bid, int(self.timeout * 1000), k.acks_prefix, "1" if self.fresh else "0", self.dead_message_ttl],
+                args=[
+                    bid,
+                    int(self.timeout * 1000),
+                    k.acks_prefix,
+                    "1" if self.fresh else "0",
+                    self.dead_message_ttl,
+                    str(uuid.uuid4()) if self.epoch is None else "",
+                ],  # fmt: skip
             ),
         )
         if result is None:
             raise Fenced("stopping with Redis out of reach")
-        state, requeued, epoch = (x.decode() if isinstance(x, bytes) else x for x in result)
-        self._check_epoch(str(epoch))  # first: a Redis that lost its data has lost our heartbeat too
+        state, requeued, epoch, created = (x.decode() if isinstance(x, bytes) else x for x in result)
+        self._check_epoch(str(epoch), created == "1")  # first: a Redis that lost its data has lost our heartbeat too
         if self.halted:
             raise Fenced("halted")
         if state == "fenced":
@@ -208,12 +215,9 @@ class Lease:
             self.timeout, self.broker_id,
         )  # fmt: skip
 
-    def _check_epoch(self, epoch: str) -> None:
+    def _check_epoch(self, epoch: str, created: bool) -> None:
         if self.epoch is None:
-            if not epoch:
-                created = str(uuid.uuid4())
-                self.broker.client.set(self.keys.epoch, created, nx=True)
-                epoch = (self.broker.client.get(self.keys.epoch) or b"").decode() or created
+            if created:
                 logger.warning(
                     "wa-middleware: no %s marker in Redis: a first start on this Redis (or one that lost its data "
                     "before this worker started); marker written",

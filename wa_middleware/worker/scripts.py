@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .finish import RECORDS
+from .finish import OPS, RECORDS
 
 __all__ = ["FINISH", "NAMES", "PEEK", "PLAN", "RECOVER", "REQUEUE", "Scripts", "load"]
 
@@ -38,6 +38,14 @@ def _now(match: re.Match[str]) -> str:
     )
 
 
+_ARITY = re.compile(r"^(\s*)--@arity\s*$", re.MULTILINE)
+
+
+def _arity(match: re.Match[str]) -> str:
+    table = ", ".join(f"{code} = {len(fields)}" for code, fields in OPS.items())
+    return f"{match.group(1)}local ARITY = {{{table}}}"
+
+
 def load(name: str, *, flags: bool = True) -> str:
     """The source of ``lua/<name>.lua`` with its bindings generated.
 
@@ -46,7 +54,7 @@ def load(name: str, *, flags: bool = True) -> str:
     source = (Path(__file__).parent / "lua" / f"{name}.lua").read_text(encoding="utf-8")
     if not flags and source.startswith("#!"):
         source = source.split("\n", 1)[1]
-    return _NOW.sub(_now, _BIND.sub(_binding, source))
+    return _ARITY.sub(_arity, _NOW.sub(_now, _BIND.sub(_binding, source)))
 
 
 NAMES = ("peek", "plan", "finish", "recover", "requeue")
