@@ -74,6 +74,12 @@ class Webhook:
         message (``delivered`` after ``read``); skipped ones are counted (``stats()["stale_statuses"]``).
     :param recovery_timeout: seconds without a heartbeat after which a worker counts as dead and its
         unfinished messages run again elsewhere (within about 7/6 of this).
+    :param api_keys: what callbacks send with (``ctx.reply``, ``ctx.react``, ``ctx.mark_read``): a
+        360dialog API key, a mapping ``phone number id -> key or endpoint``, or a callable taking the
+        phone number id (see `wa_middleware.messaging.Credentials`; needs the ``reply`` extra).
+        Keys are never logged.
+    :param send_rate: messages a second per number, shared by all worker processes (Cloud API's
+        default tier: 80); None: no limit of our own.
     :param replicas: answer 200 only once this many replicas have the delivery too (Redis ``WAIT``,
         within half of ``enqueue_timeout``; fewer in time is a 503, and the sender redelivers). With
         0, a failover to a replica that lagged loses what it had not received yet.
@@ -107,6 +113,8 @@ class Webhook:
         recovery_timeout: float = 30.0,
         skip_stale_statuses: bool = False,
         replicas: int = 0,
+        api_keys: Any = None,
+        send_rate: float | None = None,
     ) -> None:
         if auth is None:
             raise ConfigurationError(
@@ -154,6 +162,16 @@ class Webhook:
         self.namespace = namespace
         self.data_dir = data_dir
         self.replicas = replicas
+        self.credentials: Any = None
+        if api_keys is not None:
+            try:
+                from .messaging import Credentials
+            except ImportError:
+                raise ConfigurationError("api_keys needs httpx: pip install 'wa-middleware[reply]'") from None
+            self.credentials = Credentials.of(api_keys)
+        if send_rate is not None and send_rate <= 0:
+            raise ConfigurationError("send_rate must be positive (messages a second per number)")
+        self.send_rate = send_rate
         #: Every Redis key name (shared with the worker, the Lua scripts and the tooling).
         self.keys = KeyLayout(namespace=namespace, queue_name=queue_name, name=name)
         #: How the worker runs callbacks.
@@ -454,10 +472,35 @@ class Webhook:
                 if self._runtime is None:
                     from .worker.broker import Runtime
 
-                    self._runtime = Runtime(
+                    runtime = Runtime(
                         url=self.broker_url, registry=self.registry, settings=self.settings, keys=self.keys
                     )
+                    if self.credentials is not None:
+                        runtime.dispatcher.around = self._replies_factory(runtime.broker.client)
+                    self._runtime = runtime
         return self._runtime
+
+    def _replies_factory(self, client: Any) -> Any:
+        """What the worker enters around each callback: the run's `Replies`, recorded in Redis."""
+        import time
+
+        from .events.replies import using
+        from .messaging import Client, RateLimiter, Replies, SendLedger
+
+        limiter = RateLimiter(client, per_second=self.send_rate, prefix=self.keys.prefix) if self.send_rate else None
+        sender = Client(self.credentials, rate_limiter=limiter)
+        ledger = SendLedger(client, prefix=self.keys.prefix, ttl=self.settings.dedupe_ttl)
+
+        def around(unit: Any) -> Any:
+            event = unit.event
+            data = event.data
+            to = getattr(data, "sender", None) if event.kind == "message" else getattr(data, "recipient_id", None)
+            message_id = getattr(data, "id", None) if event.kind == "message" else None
+            replies = Replies(sender, ledger, f"{unit.key}|{unit.callback.name}", event.ctx.phone_number_id, to,
+                              message_id, deadline=time.monotonic() + 600 - 30)  # fmt: skip
+            return using(replies)
+
+        return around
 
     @property
     def broker(self) -> RedisBroker:

@@ -49,14 +49,14 @@ def unit(key: str, uid: str, *, field: str = CB, lane: str = "", data: bytes = b
     return plan_unit(key=key, field=field, lane=lane, uid=uid, data=data, stale=stale)
 
 
-def delivery(rid: str, mid: str, *units: list[Any]) -> list[Any]:
+def delivery(rid: str, mid: str, *units: list[Any], group: str = "") -> list[Any]:
     """The PLAN records of a delivery message: its PLAN_MESSAGE, then its units."""
-    return [*plan_message(rid=rid, mid=mid, count=len(units)), *chain.from_iterable(units)]
+    return [*plan_message(rid=rid, mid=mid, count=len(units), group=group), *chain.from_iterable(units)]
 
 
 def own(rid: str, mid: str, *, key: str, field: str = CB, lane: str = "") -> list[Any]:
     """The PLAN records of a unit's own message (a retry, a lane head)."""
-    return [*plan_message(rid=rid, mid=mid, count=-1), *plan_own(key=key, field=field, lane=lane)]
+    return [*plan_message(rid=rid, mid=mid, count=-1, group=""), *plan_own(key=key, field=field, lane=lane)]
 
 
 def text(values: list[Any]) -> list[Any]:
@@ -1050,7 +1050,7 @@ def test_ops_records_read_back_what_was_built() -> None:
 
 
 def test_records_are_flat_in_schema_order() -> None:
-    assert plan_message(count=2, mid="m", rid="r") == ["r", "m", 2]
+    assert plan_message(group="g", count=2, mid="m", rid="r") == ["r", "m", 2, "g"]
     assert plan_unit(stale="s", data=b"d", uid="u", lane="l", field="f", key="k") == ["k", "f", "l", "u", b"d", "s"]
     assert plan_own(lane="l", field="f", key="k") == ["k", "f", "l"]
 
@@ -1127,3 +1127,20 @@ def test_finish_a_batch_applies_each_message_on_its_own(lua: Lua, keys: KeyLayou
     assert [r[0] for r in results] == [b"ok", b"again", b"ok"]
     assert (lua.field(e1), lua.field(e2), lua.field(e3), lua.field(e3, "other")) == (b"d", None, b"d", b"d")
     assert lua.ack_set() == set() and client.hlen(keys.messages) == 0
+
+
+def test_plan_units_of_one_conversation_in_one_batch_all_run(lua: Lua, keys: KeyLayout) -> None:
+    """Deliveries PLAN puts in one batch group run their units of a lane in order in that batch's
+    thread; outside the group the lane's later units wait as before."""
+    lane = keys.lane("phone:user")
+    e = [keys.idem(f"msg:g{i}") for i in range(4)]
+    messages = [delivery(f"r{i}", f"m{i}", unit(e[i], f"m{i}.0", lane=lane, data=b"d"), group="g0") for i in range(3)]
+    messages.append(delivery("r3", "m3", unit(e[3], "m3.0", lane=lane, data=b"d"), group="g1"))
+    assert lua.plan(*messages) == ["r", "r", "r", "q"]
+    assert lua.lane(lane) == [b"m0.0", b"m1.0", b"m2.0", b"m3.0"]
+    ops = Ops()
+    for i in range(3):
+        ops.done(e[i], CB)
+        ops.pop_lane(lane, f"m{i}.0")
+    lua.finish(ops)
+    assert lua.lane(lane) == [b"m3.0"] and lua.queue() == [b"m3.0"]  # the next head, enqueued

@@ -101,3 +101,45 @@ def test_no_retry_goes_straight_to_the_dead_letters_with_a_full_log_line(
     assert "not retryable" in line and any(letter.id in line for letter in found)
     skips = [r.getMessage() for r in caplog.records if "already handled" in r.getMessage()]
     assert any("wamid.NR1" in m for m in skips) and any("wamid.NR2" in m for m in skips)
+
+
+def test_a_reply_is_sent_once_when_its_callback_runs_again(redis_url: str, namespace: str) -> None:
+    """``ctx.reply`` from a callback that replies, then fails twice: three runs, one message sent; the
+    later runs get the recorded answer. A redelivery of the event sends nothing either."""
+    from wa_middleware import EventContext
+    from wa_middleware.messaging import Dialog360
+
+    from tests.messaging.standin import StandIn
+
+    standin = StandIn().start()
+    try:
+        wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, max_retries=3,
+                     min_backoff=50, max_backoff=100, api_keys=Dialog360("key-1", base_url=standin.url))  # fmt: skip
+        runs: list[str] = []
+
+        @wa.on_message("text")
+        def echo(message: Message, ctx: EventContext) -> None:
+            sent = ctx.reply(f"echo: {message.text.body if message.text else ''}")
+            runs.append(sent.message_id)
+            if len(runs) < 3:
+                raise RuntimeError("failing after the reply, on purpose")
+
+        enqueuer = wa.sync_enqueuer()
+        delivery = testing.text("hello", id="wamid.REPLY1", sender="4915100000077")
+        job = wa.core.finish({}, delivery.to_bytes())
+        enqueuer.enqueue(job.message_id, job.data)
+        drain(wa)
+        deadline = time.monotonic() + 20
+        while len(runs) < 3 and time.monotonic() < deadline:
+            drain(wa, timeout=5)
+        job = wa.core.finish({}, delivery.to_bytes())  # the sender redelivers it
+        enqueuer.enqueue(job.message_id, job.data)
+        drain(wa)
+        wa.close()
+    finally:
+        standin.stop()
+    assert len(runs) == 3 and len(set(runs)) == 1  # three runs, one message id
+    sends = standin.sends()
+    assert len(sends) == 1
+    assert sends[0].json["to"] == "4915100000077" and sends[0].json["text"]["body"] == "echo: hello"
+    assert sends[0].headers.get("d360-api-key") == "key-1"

@@ -325,3 +325,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     health.add_argument("--broker-url", help="check this Redis URL instead (default: WA_BROKER_URL)")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds the broker has to answer (default: 2)")
     health.set_defaults(func=_health)
+
+    from .loadtest import add_parser as add_loadtest
+
+    add_loadtest(sub)

@@ -8,6 +8,7 @@ ones for that event by raising `StopPropagation`; that is not a failure and is n
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
 from collections.abc import Callable, Collection, Coroutine
@@ -153,9 +154,16 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+async def _in_context(context: contextvars.Context, coro: Coroutine[Any, Any, Any]) -> Any:
+    for var, value in context.items():
+        var.set(value)
+    return await coro
+
+
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run an async callback to completion from a worker thread."""
-    future = asyncio.run_coroutine_threadsafe(coro, _background_loop())
+    # The loop's thread has its own context: hand the caller's (the running callback's replies) over.
+    future = asyncio.run_coroutine_threadsafe(_in_context(contextvars.copy_context(), coro), _background_loop())
     try:
         return future.result()
     except BaseException:

@@ -730,6 +730,29 @@ class EventContext(_Base, frozen=True):
         """The profile name of the message's sender (of the status's recipient, for a status)."""
         return self.contact.name if self.contact else None
 
+    def reply(self, content: Any, **options: Any) -> Any:
+        """Answer the event's sender from the number it arrived on (a str is a text message).
+
+        Inside a callback of a Webhook with ``api_keys=...``: the send is recorded, so a rerun of
+        the same callback on the same event (a retry, a redelivery) returns the recorded result
+        instead of sending again. See docs/replying.md.
+        """
+        from .replies import current
+
+        return current().reply(content, **options)
+
+    def react(self, emoji: str) -> Any:
+        """React to the event's message with ``emoji`` (recorded like `reply`)."""
+        from .replies import current
+
+        return current().react(emoji)
+
+    def mark_read(self, *, typing: bool = False) -> None:
+        """Mark the event's message as read (and show the typing indicator with ``typing=True``)."""
+        from .replies import current
+
+        current().mark_read(typing=typing)
+
     @property
     def entry_datetime(self) -> _dt.datetime | None:
         """`entry_time` as an aware UTC datetime."""

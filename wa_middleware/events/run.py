@@ -22,8 +22,9 @@ so concurrent passes over the same event cannot see each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Literal, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from .callbacks import Callback, Registry
@@ -96,6 +97,7 @@ def run_callbacks(
     failures: tuple[type[BaseException], ...] = (Exception,),
     hold: Callable[[T], bool] | None = None,
     dry_run: bool = False,
+    around: Callable[[T], AbstractContextManager[Any]] | None = None,
 ) -> Iterator[Outcome[T]]:
     """Run each item's callback on its event, yielding one `Outcome` per item as it is done.
 
@@ -105,6 +107,7 @@ def run_callbacks(
     :param failures: what counts as a callback failing; anything else propagates (shutdown).
     :param hold: called before an item runs; True holds it back.
     :param dry_run: run nothing; report what would run.
+    :param around: a context manager entered around each call (the worker sets the run's replies).
     """
     stopped: set[int] = set()  # ids of the events on which a callback raised StopPropagation
     for item in items:
@@ -119,7 +122,11 @@ def run_callbacks(
             yield Outcome(item, "dry")
             continue
         try:
-            stop = item.callback(event)
+            if around is None:
+                stop = item.callback(event)
+            else:
+                with around(item):
+                    stop = item.callback(event)
         except failures as exc:
             yield Outcome(item, "failed", exc)
             continue

@@ -23,7 +23,7 @@ from ..events.callbacks import Registry
 from ..keys import KeyLayout
 from ..settings import WorkerSettings
 from ._dramatiq import RedisConsumer
-from .dispatch import Dispatcher, rid_of
+from .dispatch import BATCH, Dispatcher, rid_of
 from .encoder import install
 from .finish import Ops
 from .lease import TRANSIENT
@@ -33,9 +33,6 @@ __all__ = ["Runtime", "WebhookBroker"]
 
 #: The longest a consumer sleeps between two polls of an empty queue, in milliseconds.
 IDLE_MS = 100
-
-#: Deliveries one work item may hold at most (a batch, run by one thread, finished in one call).
-BATCH = 16
 
 #: Deliveries one fetch takes at most.
 MAX_FETCH = 256
@@ -121,41 +118,39 @@ class _PlanningConsumer(RedisConsumer):
         broker: WebhookBroker = self.broker
         if self.queue_name != broker.dispatcher.queue_name:
             return [data for data in broker.do_fetch(self.queue_name, slots) if data is not None]
-        taken = self._take(min(slots * BATCH, MAX_FETCH))
-        return self._group(taken, slots)
+        taken = self._take(min(slots * BATCH, MAX_FETCH), slots)
+        return self._batches(taken)
 
-    def _group(self, messages: list[dramatiq.Message[Any]], slots: int) -> list[dramatiq.Message[Any]]:
-        """Group consecutive deliveries into batch messages, so that ``slots`` items hold them all:
-        one item per delivery on a quiet queue, up to `BATCH` per item under load."""
-        size = min(BATCH, -(-len(messages) // max(slots, 1)))
-        if size <= 1:
-            return messages
+    def _batches(self, messages: list[dramatiq.Message[Any]]) -> list[dramatiq.Message[Any]]:
+        """The work items of a fetch: the deliveries PLAN put in one group become one batch message."""
         dispatcher: Dispatcher = self.broker.dispatcher
-        out: list[dramatiq.Message[Any]] = []
-        group: list[dramatiq.Message[Any]] = []
-
-        def close() -> None:
-            if len(group) == 1:
-                out.append(group[0])
-            elif group:
-                batch_id = f"batch:{uuid.uuid4()}"
-                dispatcher.batches[batch_id] = list(group)
-                out.append(dramatiq.Message(queue_name=self.queue_name, actor_name=dispatcher.batch_actor, args=(),
-                                            kwargs={}, options={"redis_message_id": batch_id}))  # fmt: skip
-            group.clear()
-
+        groups: dict[str, list[dramatiq.Message[Any]]] = {}
+        out: list[dramatiq.Message[Any] | str] = []
         for message in messages:
-            if message.actor_name == dispatcher.dispatch_actor:
-                group.append(message)
-                if len(group) == size:
-                    close()
-            else:
-                close()
+            group = dispatcher.groups.pop(rid_of(message), "")
+            if not group:
                 out.append(message)
-        close()
-        return out
+            elif group in groups:
+                groups[group].append(message)
+            else:
+                groups[group] = [message]
+                out.append(group)  # the batch takes the place of its first delivery
+        items: list[dramatiq.Message[Any]] = []
+        for item in out:
+            if not isinstance(item, str):
+                items.append(item)
+                continue
+            members = groups[item]
+            if len(members) == 1:
+                items.append(members[0])
+                continue
+            batch_id = f"batch:{uuid.uuid4()}"
+            dispatcher.batches[batch_id] = members
+            items.append(dramatiq.Message(queue_name=self.queue_name, actor_name=dispatcher.batch_actor, args=(),
+                                          kwargs={}, options={"redis_message_id": batch_id}))  # fmt: skip
+        return items
 
-    def _take(self, count: int) -> list[dramatiq.Message[Any]]:
+    def _take(self, count: int, slots: int) -> list[dramatiq.Message[Any]]:
         broker: WebhookBroker = self.broker
         dispatcher = broker.dispatcher
         if dispatcher.lease.halted:
@@ -179,7 +174,7 @@ class _PlanningConsumer(RedisConsumer):
                     message = dramatiq.Message(queue_name=self.queue_name, actor_name="wa.undecodable", args=(),
                                                kwargs={}, options={"redis_message_id": rid.decode()})  # fmt: skip
                 messages.append(message)
-            taken = broker.dispatcher.plan(messages, pop=True)
+            taken = broker.dispatcher.plan(messages, pop=True, slots=slots)
             if taken:
                 return messages[: len(taken)]
         return []

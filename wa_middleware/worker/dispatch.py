@@ -14,6 +14,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,7 @@ from ..events.models import Change, Error, EventContext, Message, Status
 from ..events.run import run_callbacks
 from ..keys import KeyLayout
 from ..settings import WorkerSettings
-from .finish import Ops, plan_message, plan_own, plan_unit
+from .finish import PLAN_MESSAGE, Ops, plan_message, plan_own, plan_unit
 from .finisher import Finisher
 from .lease import Fenced, Lease
 
@@ -84,6 +86,10 @@ class Dispatcher:
         self.plans: dict[str, tuple[str, list[Unit] | None]] = {}
         #: Messages this process acked inside a finish script: the consumer skips its own ack.
         self.acked: set[str] = set()
+        #: Entered around each callback call: the facade sets the run's replies (``ctx.reply``) here.
+        self.around: Callable[[Unit], AbstractContextManager[Any]] | None = None
+        #: The batch group PLAN gave each taken delivery, for the consumer to build the batches.
+        self.groups: dict[str, str] = {}
         #: Deliveries grouped by the consumer into one batch message: batch id -> its messages.
         self.batches: dict[str, list[dramatiq.Message[Any]]] = {}
         self.batch_actor = f"{settings.name}.batch"
@@ -144,7 +150,7 @@ class Dispatcher:
             # unplanned; its actor fails on it the same way and dramatiq dead-letters it.
             logger.exception("wa-middleware: cannot plan message %s", message.message_id)
             out += plan_message(rid=message.options.get("redis_message_id", message.message_id),
-                                mid=message.message_id, count=-1)  # fmt: skip
+                                mid=message.message_id, count=-1, group="")  # fmt: skip
             out += plan_own(key="", field="", lane="")
             return None
 
@@ -155,7 +161,7 @@ class Dispatcher:
             units = self.units(
                 decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id
             )
-            out += plan_message(rid=rid, mid=message.message_id, count=len(units))
+            out += plan_message(rid=rid, mid=message.message_id, count=len(units), group="")
             for unit in units:
                 data = self._unit_message(unit, 0, rid=unit.uid).encode() if unit.lane else b""
                 out += plan_unit(
@@ -163,7 +169,7 @@ class Dispatcher:
                     stale=self._stale_arg(unit),
                 )  # fmt: skip
             return units
-        out += plan_message(rid=rid, mid=message.message_id, count=-1)
+        out += plan_message(rid=rid, mid=message.message_id, count=-1, group="")
         if message.actor_name == self.unit_actor:
             name, _, _, _, key, lane = _unit_args(message)
             out += plan_own(key=key, field=name, lane=lane)
@@ -178,18 +184,29 @@ class Dispatcher:
         rank = STATUS_RANKS.get(data.status or "")
         return "" if rank is None else f"{self.keys.status_progress(data.id)}|{rank}"
 
-    def plan(self, messages: list[dramatiq.Message[Any]], *, pop: bool) -> list[str]:
+    def plan(self, messages: list[dramatiq.Message[Any]], *, pop: bool, slots: int = 0) -> list[str]:
         """Claim the units of ``messages``; with ``pop``, also take them off the queue head.
 
         What a fetch takes is held (`Lease.hold`) before the script is sent: if its reply is lost,
         the messages are in this process's acks without its knowing, and reconciling requeues them.
+
+        :param slots: the work items the fetch may fill: with more deliveries than that, they are
+            grouped into batches (`groups`), a conversation's deliveries in one batch where they fit.
         """
         lease = self.lease
         bid = lease.broker_id
         k = self.keys
         keys = [k.queue, k.acks(bid), k.heartbeats, k.stats, k.units, k.epoch]
         args: list[Any] = [bid, self.ttl_ms, "1" if pop else "0", "1" if lease.fresh else "0", lease.epoch or ""]
-        units = [self.plan_args(message, args) for message in messages]
+        marks: list[int] = []
+        units: list[list[Unit] | None] = []
+        for message in messages:
+            marks.append(len(args))
+            units.append(self.plan_args(message, args))
+        groups = _groups(messages, units, slots, self.dispatch_actor)
+        offset = PLAN_MESSAGE.index("group")
+        for mark, group in zip(marks, groups, strict=True):
+            args[mark + offset] = group
         rids = [rid_of(message) for message in messages]
         if pop:
             lease.hold(rids, bid)
@@ -212,8 +229,10 @@ class Dispatcher:
         if pop:
             lease.extend(sent)
             lease.release(rids[len(result) :])  # not taken: another worker had them first
-        for rid, plan, message_units in zip(rids, result, units, strict=False):  # fewer taken than peeked
+        for rid, plan, message_units, group in zip(rids, result, units, groups, strict=False):  # fewer taken
             self.plans[rid] = (plan, message_units)
+            if group:
+                self.groups[rid] = group
         return result
 
     def _take_plan(self, message: dramatiq.Message[Any]) -> tuple[str, list[Unit] | None]:
@@ -299,7 +318,7 @@ class Dispatcher:
         blocked: set[str] = set()  # lanes in which an earlier unit failed: the later ones wait behind it
         planned = [unit for unit, step in zip(units, plan, strict=True) if step == "r"]
         held = (lambda unit: unit.lane in blocked) if any(unit.lane for unit in planned) else None
-        for outcome in run_callbacks(planned, failures=self._failures, hold=held):
+        for outcome in run_callbacks(planned, failures=self._failures, hold=held, around=self.around):
             unit = outcome.item
             if outcome.state == "held":
                 ops.wait(unit.key, unit.callback.name, unit.uid, self._unit_message(unit, 0, rid=unit.uid).encode())
@@ -352,7 +371,7 @@ class Dispatcher:
         unit = Unit(message.message_id, event, callback, key, lane)
         attempt = int(message.options.get("wa_attempt", 0))
         ops = Ops()
-        for outcome in run_callbacks([unit], failures=self._failures):
+        for outcome in run_callbacks([unit], failures=self._failures, around=self.around):
             if outcome.state == "failed":
                 assert outcome.error is not None
                 metrics.callback_run(name, ok=False)
@@ -554,6 +573,43 @@ class _Units(list[Unit]):
     def __init__(self) -> None:
         super().__init__()
         self.kinds: list[str] = []
+
+
+#: Deliveries one batch holds at most (run by one thread, finished in one call).
+BATCH = 16
+
+
+def _groups(
+    messages: list[dramatiq.Message[Any]], units: list[list[Unit] | None], slots: int, dispatch_actor: str
+) -> list[str]:
+    """The batch of each fetched message ("" for none): enough batches for ``slots`` work items, at most
+    `BATCH` deliveries each, the deliveries of one conversation together while they fit."""
+    deliveries = sum(
+        1 for m, u in zip(messages, units, strict=True) if u is not None and m.actor_name == dispatch_actor
+    )
+    size = min(BATCH, -(-deliveries // max(slots, 1))) if slots else 1
+    if size <= 1:
+        return [""] * len(messages)
+    out: list[str] = []
+    counts: dict[str, int] = {}
+    by_lane: dict[str, str] = {}
+    filler = ""
+    for message, message_units in zip(messages, units, strict=True):
+        if message_units is None or message.actor_name != dispatch_actor:
+            out.append("")
+            continue
+        lane = next((unit.lane for unit in message_units if unit.lane), "")
+        group = by_lane.get(lane, "") if lane else filler
+        if not group or counts[group] >= size:
+            group = f"g{len(counts)}"
+            counts[group] = 0
+            if lane:
+                by_lane[lane] = group
+            else:
+                filler = group
+        counts[group] += 1
+        out.append(group)
+    return out
 
 
 def _first_line(exc: BaseException) -> str:

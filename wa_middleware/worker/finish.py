@@ -35,7 +35,9 @@ OPS: dict[str, tuple[str, ...]] = {
 #: FINISH: the record that starts each message of a batch; ``count`` operations follow.
 FINISH_MESSAGE = ("rid", "acks", "bid", "take", "count")
 #: PLAN: the record that starts each fetched message; ``count`` units follow (-1: one PLAN_OWN).
-PLAN_MESSAGE = ("rid", "mid", "count")
+#: ``group``: "" or the batch the message will run in: the units of one conversation within one
+#: batch all run (in order, in that batch's thread) instead of waiting for each other in the lane.
+PLAN_MESSAGE = ("rid", "mid", "count", "group")
 #: PLAN: one unit of a delivery. ``stale``: "" or "<status progress key>|<rank>".
 PLAN_UNIT = ("key", "field", "lane", "uid", "data", "stale")
 #: PLAN: a unit's own message (a retry, a lane head): its idempotency key, callback and lane.

@@ -180,7 +180,7 @@ class Lease:
                     "1" if self.fresh else "0",
                     self.dead_message_ttl,
                     str(uuid.uuid4()) if self.epoch is None else "",
-                ],  # fmt: skip
+                ],
             ),
         )
         if result is None:

@@ -24,6 +24,7 @@ if pop == "1" then
   redis.call("zadd", hb, now, bid)
 end
 local out = {}
+local group_heads = {}
 local i = 6
 local dups = 0
 while i <= #ARGV do
@@ -44,7 +45,12 @@ while i <= #ARGV do
       res[1] = "s"
     end
   else
+    -- Lanes this message (or its batch) heads: its later units in them run too, in order.
     local heads = {}
+    if group ~= "" then
+      heads = group_heads[group] or {}
+      group_heads[group] = heads
+    end
     for u = 1, n do
       --@bind PLAN_UNIT
       local v = redis.call("hget", key, field)
