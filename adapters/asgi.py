@@ -35,6 +35,12 @@ class WebhookMiddleware:
     def __init__(self, app: ASGIApp, webhook: Webhook) -> None:
         if not isinstance(webhook, Webhook):
             raise ConfigurationError(f"webhook must be a wa_middleware.Webhook, not {webhook!r}")
+        module = type(app).__module__
+        if module.startswith("litestar.") and module != "litestar.app":
+            # Litestar's own middleware list runs after routing: every delivery would be a 404 there.
+            from wa_middleware.adapters.litestar import MISPLACED
+
+            raise ConfigurationError(MISPLACED)
         self.app = app
         self.webhook = webhook
         self.core = webhook.core

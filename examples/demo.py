@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -149,6 +150,16 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             app.kill()
         stop_server(data_dir)
+        remove_data(Path(data_dir))
+
+
+def remove_data(data_dir: Path) -> None:
+    """The demo's data is of no use once it ends: remove its folder once the server has let go of it
+    (it deletes its pid file on the way out)."""
+    deadline = time.monotonic() + 5
+    while (data_dir / "server.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 # 127.0.0.1:6379 (start or install one if not), lint, type-check, then run the whole suite.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k asgi
 set -euo pipefail
-source "$(dirname "$0")/_venv.sh" "dev,metrics,bench"
+source "$(dirname "$0")/_venv.sh" "dev,metrics,bench,recipes"
 cd "$ROOT"
 
 redis_up() { "$VENV/bin/python" - <<'PY'

@@ -1,13 +1,15 @@
 """Test your bot: build realistic deliveries and run your callbacks on them.
 
 Builders (`text`, `image`, `button_reply`, `status`...) return a `Delivery` in the Cloud API
-envelope, with sensible defaults that every keyword overrides; add deliveries together (or pass
-them to `delivery`) to put several events in one. Then either
+envelope, with sensible defaults that every keyword overrides, and fresh message ids (unique per
+process and per run, so the worker's deduplication never hides a test's message); add deliveries
+together (or pass them to `delivery`) to put several events in one. Then either
 
 - `run` your `Webhook`'s callbacks on it, synchronously, with no Redis and no worker, through
   the decoder, the filters and the callback invocation that production uses; or
-- `post` it through your own wrapped ASGI or WSGI app, as 360dialog would (this one stores the
-  delivery, so it needs the broker your `Webhook` is configured with).
+- `post` it through your own wrapped ASGI or WSGI app, as 360dialog would. What the app accepts
+  goes to an in-memory `Store`, not to your broker (``broker=True`` asks for the real one);
+  ``answer.run()`` then runs its callbacks. `capture` does the same for any client.
 
 ::
 
@@ -16,11 +18,19 @@ them to `delivery`) to put several events in one. Then either
     def test_greets_back():
         result = testing.run(wa, testing.text("hi", sender="4915112345678"))
         assert result.names == ["bot.greet"]
+
+    def test_the_app_accepts_it():
+        answer = testing.post(app, testing.text("hi"), auth=("360dialog", "s3cret"))
+        assert answer.run().names == ["bot.greet"]
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,11 +38,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from .errors import QueueUnavailable
 from .events.callbacks import Callback
 from .events.decode import Event, decode_delivery
 from .events.run import pairs, run_callbacks
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import Message as ASGIMessage
+
     from .webhook import Webhook
 
 __all__ = [
@@ -45,9 +59,12 @@ __all__ = [
     "Call",
     "Delivery",
     "Result",
+    "Store",
+    "Stored",
     "audio",
     "button",
     "button_reply",
+    "capture",
     "change",
     "delivery",
     "document",
@@ -74,11 +91,34 @@ BUSINESS_NUMBER = "15550783881"
 SENDER = "16505551234"
 SENDER_NAME = "Test User"
 
-_ids = itertools.count(1)
+
+class _Ids:
+    """Fresh ids for the builders: a random part drawn once per process (drawn again in a forked
+    child), then a counter. The worker runs each message id's callbacks once, for days: ids that
+    started again at 1 in every test run made a second run's new message a "duplicate", accepted
+    with a 200 and never run."""
+
+    def __init__(self) -> None:
+        self._draw()
+        os.register_at_fork(after_in_child=self._draw)
+
+    def _draw(self) -> None:
+        self.token = secrets.token_hex(5).upper()
+        self._media = secrets.randbelow(9 * 10**8) + 10**8
+        self._count = itertools.count(1)
+
+    def wamid(self, prefix: str) -> str:
+        return f"{prefix}{self.token}{next(self._count):06d}"
+
+    def media(self) -> str:
+        return f"{self._media}{next(self._count):06d}"
+
+
+_ids = _Ids()
 
 
 def _new_id(prefix: str = "wamid.TEST") -> str:
-    return f"{prefix}{next(_ids):012d}"
+    return _ids.wamid(prefix)
 
 
 def _now() -> str:
@@ -224,7 +264,7 @@ def _media(kind: str, mime_type: str, extra: dict[str, Any], overrides: dict[str
     content: dict[str, Any] = {
         "mime_type": overrides.pop("mime_type", mime_type),
         "sha256": overrides.pop("sha256", "c0ffee" * 8),
-        "id": str(overrides.pop("media_id", None) or next(_ids) + 900000000000000),
+        "id": str(overrides.pop("media_id", None) or _ids.media()),
     }
     content.update({key: value for key, value in extra.items() if value is not None})
     return message(kind, content, **overrides)
@@ -432,6 +472,15 @@ class Result:
 
     events: list[Event]
     calls: list[Call]
+    #: What the callbacks sent with ``ctx.reply``/``react``/``mark_read``, recorded instead of sent
+    #: (a `wa_middleware.messaging.Outbox`: ``.texts``, ``.sent``, ``.reads``); None without the
+    #: ``reply`` extra (httpx).
+    outbox: Any = None
+
+    @property
+    def replies(self) -> list[str]:
+        """The texts the callbacks replied, in order (empty without the ``reply`` extra)."""
+        return list(self.outbox.texts) if self.outbox is not None else []
 
     @property
     def names(self) -> list[str]:
@@ -490,8 +539,9 @@ def run(
     received = received_at if received_at is not None else int(time.time() * 1000)
     events = decode_delivery(_body(delivery), delivery_id=delivery_id, received_at=received)
     calls: list[Call] = []
+    outbox, around = _recorder()
     # The worker's own loop and error policy (`wa_middleware.events.run`).
-    for outcome in run_callbacks(pairs(webhook.registry, events)):
+    for outcome in run_callbacks(pairs(webhook.registry, events), around=around):
         if outcome.state == "skipped":
             continue  # an earlier callback raised StopPropagation
         error = outcome.error
@@ -499,20 +549,274 @@ def run(
             raise error
         assert error is None or isinstance(error, Exception)
         calls.append(Call(outcome.item.callback, outcome.item.event, error))
-    return Result(events, calls)
+    return Result(events, calls, outbox)
+
+
+def _recorder() -> tuple[Any, Any]:
+    """An outbox recording what callbacks send, and the hook that gives each run its replies."""
+    try:
+        from .messaging import Outbox, Replies
+    except ImportError:  # no httpx: ctx.reply() says what is missing
+        return None, None
+    from .events.replies import using
+
+    outbox = Outbox()
+
+    def around(pair: Any) -> Any:
+        event = pair.event
+        data = event.data
+        to = getattr(data, "sender", None) if event.kind == "message" else getattr(data, "recipient_id", None)
+        message_id = getattr(data, "id", None) if event.kind == "message" else None
+        unit = f"test|{pair.callback.name}"
+        return using(Replies(outbox, None, unit, event.ctx.phone_number_id, to, message_id))
+
+    return outbox, around
+
+
+# -- the in-memory store ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One delivery the webhook accepted: what it would have handed to the broker."""
+
+    #: The queue message's id; the worker passes it to the callbacks as ``ctx.delivery_id``.
+    message_id: str
+    #: The request body, as received.
+    body: bytes = field(repr=False)
+    #: When it was accepted, in unix milliseconds (``ctx.received_at``).
+    received_at: int
+
+    def json(self) -> Any:
+        """The body, decoded."""
+        return msgspec.json.decode(self.body)
+
+    def events(self) -> list[Event]:
+        """The events the worker would decode from it."""
+        return decode_delivery(self.body, delivery_id=self.message_id, received_at=self.received_at)
+
+
+class Store:
+    """The deliveries a webhook accepted while `capture` stood in for its broker, in the order
+    they were stored (``len(store)``, ``store.deliveries``, iteration).
+
+    `run` plays the worker: it runs the callbacks of what was stored and not run yet.
+
+    :ivar available: set it to False and the next writes fail as when Redis is down (the app
+        answers ``503`` with ``Retry-After`` and nothing is stored); True again to recover.
+    """
+
+    def __init__(self, webhook: Webhook) -> None:
+        self.webhook = webhook
+        self.available = True
+        self._stored: list[Stored] = []
+        self._done: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def deliveries(self) -> list[Stored]:
+        """Every delivery stored, in order (also those already run)."""
+        with self._lock:
+            return list(self._stored)
+
+    @property
+    def pending(self) -> list[Stored]:
+        """The deliveries whose callbacks have not run yet."""
+        with self._lock:
+            return [stored for stored in self._stored if stored.message_id not in self._done]
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+    def __iter__(self) -> Iterator[Stored]:
+        return iter(self.deliveries)
+
+    def run(self, *, raise_errors: bool = True) -> Result:
+        """Run the callbacks of every pending delivery, in the order they were stored, in this
+        thread, as `testing.run` does, with the delivery id and time the worker would pass.
+
+        Each delivery runs once, as in the worker; unlike the worker there is no deduplication
+        by event (the same message posted twice runs twice). One `Result` for them all.
+        """
+        return self._run(None, raise_errors)
+
+    def clear(self) -> None:
+        """Forget every stored delivery."""
+        with self._lock:
+            self._stored.clear()
+            self._done.clear()
+
+    def _run(self, only: Iterable[Stored] | None, raise_errors: bool) -> Result:
+        wanted = {stored.message_id for stored in (self.deliveries if only is None else only)}
+        events: list[Event] = []
+        calls: list[Call] = []
+        while True:
+            with self._lock:
+                todo = next(
+                    (s for s in self._stored if s.message_id not in self._done and s.message_id in wanted), None
+                )
+                if todo is None:
+                    return Result(events, calls)
+                # Marked before it runs: a callback that raises does not make it run again later.
+                self._done.add(todo.message_id)
+            result = run(
+                self.webhook,
+                todo.body,
+                raise_errors=raise_errors,
+                delivery_id=todo.message_id,
+                received_at=todo.received_at,
+            )
+            events += result.events
+            calls += result.calls
+
+    def _put(self, data: bytes) -> None:
+        if not self.available:
+            raise QueueUnavailable("the test made the in-memory store unavailable")
+        # The queue message the core built (`wa_middleware.web.core.Core.finish`): its args are
+        # what the worker's dispatch receives.
+        body, received_at, message_id = msgspec.msgpack.decode(data)["args"][:3]
+        with self._lock:
+            self._stored.append(Stored(str(message_id), bytes(body), int(received_at)))
+
+    def _ping(self) -> float:
+        if not self.available:
+            raise QueueUnavailable("the test made the in-memory store unavailable")
+        return 0.0
+
+    def __repr__(self) -> str:
+        return f"<Store of {self.webhook!r}: {len(self)} stored, {len(self.pending)} pending>"
+
+
+#: What the stand-ins report to the health check: no memory used, a policy that never evicts.
+_MEMORY = {"used_bytes": 0, "max_bytes": 0, "policy": "noeviction"}
+
+
+class _SyncStandIn:
+    """Takes the place of the webhook's `SyncEnqueuer` (the WSGI adapter's): writes go to the store."""
+
+    #: No Redis behind it: tells code that reaches the broker by other means (the health check's
+    #: queue overview) that there is none to reach.
+    in_memory = True
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def enqueue(self, message_id: str, data: bytes) -> None:
+        self.store._put(data)
+
+    def ping(self) -> float:
+        return self.store._ping()
+
+    def memory(self) -> dict[str, Any]:
+        return dict(_MEMORY)
+
+    def close(self) -> None:
+        pass
+
+
+class _AsyncStandIn:
+    """Takes the place of the webhook's `AsyncEnqueuer` of every event loop (the ASGI adapter's)."""
+
+    #: No Redis behind it: tells code that reaches the broker by other means (the health check's
+    #: queue overview) that there is none to reach.
+    in_memory = True
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def enqueue(self, message_id: str, data: bytes) -> None:
+        self.store._put(data)
+
+    async def ping(self) -> float:
+        return self.store._ping()
+
+    async def memory(self) -> dict[str, Any]:
+        return dict(_MEMORY)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _EveryLoop:
+    """Takes the place of the webhook's map of one enqueuer per event loop: every loop gets the
+    stand-in, and nothing is added or removed while it is in place."""
+
+    def __init__(self, enqueuer: _AsyncStandIn) -> None:
+        self.enqueuer = enqueuer
+
+    def get(self, loop: Any, default: Any = None) -> _AsyncStandIn:
+        return self.enqueuer
+
+    def pop(self, loop: Any, default: Any = None) -> _AsyncStandIn:
+        return self.enqueuer
+
+    def __getitem__(self, loop: Any) -> _AsyncStandIn:
+        return self.enqueuer
+
+    def __setitem__(self, loop: Any, value: Any) -> None:
+        pass
+
+    def __contains__(self, loop: Any) -> bool:
+        return True
+
+
+@contextlib.contextmanager
+def capture(webhook: Webhook) -> Iterator[Store]:
+    """Stand in for ``webhook``'s broker during the block: what its middleware accepts goes to the
+    `Store` this yields, in memory, and nowhere else.
+
+    Nothing connects to the broker: no Redis, no embedded server started, no dev worker, and no
+    callback runs until you `Store.run` them. Any client that calls the wrapped app in this
+    process works (``testing.post``, Starlette's ``TestClient``, Werkzeug's test ``Client``, httpx
+    with an ASGI or WSGI transport). Inside an outer ``capture`` of the same webhook, this yields
+    the outer store.
+
+    ::
+
+        with testing.capture(wa) as store:
+            client.post("/webhook", content=testing.text("hi").to_bytes(), auth=("u", "p"))
+        assert len(store) == 1
+        assert store.run().ran(greet)
+    """
+    # The webhook's enqueuer slots (`Webhook.async_enqueuer`, `Webhook.sync_enqueuer`): both
+    # adapters ask for the enqueuer on each request, and get what is in the slot when it is set.
+    slots: Any = webhook
+    current = slots._async_enqueuers
+    if isinstance(current, _EveryLoop):
+        yield current.enqueuer.store
+        return
+    store = Store(webhook)
+    saved_sync = slots._sync_enqueuer
+    slots._async_enqueuers = _EveryLoop(_AsyncStandIn(store))
+    slots._sync_enqueuer = _SyncStandIn(store)
+    try:
+        yield store
+    finally:
+        slots._async_enqueuers = current
+        slots._sync_enqueuer = saved_sync
 
 
 # -- posting through your app ----------------------------------------------------------------
 
 
 def _find_webhook(app: Any) -> Webhook | None:
-    """The `Webhook` of the first wa-middleware adapter in a chain of wrapped apps."""
+    """The `Webhook` of the first wa-middleware adapter in a chain of wrapped apps.
+
+    :raises ConfigurationError: for a mount that can never see the webhook's path (the
+        middleware given to ``Litestar(middleware=[...])``).
+    """
     from .webhook import Webhook
 
     seen: set[int] = set()
     node = app
     while node is not None and id(node) not in seen and len(seen) < 50:
         seen.add(id(node))
+        if type(node).__module__.split(".")[0] == "litestar":
+            import importlib
+
+            # By name: the adapters are a directory of their own, mapped into the package on install.
+            litestar = importlib.import_module("wa_middleware.adapters.litestar")
+            litestar.check_middleware(getattr(node, "middleware", None) or ())
         found = getattr(node, "webhook", None)
         if isinstance(found, Webhook):
             return found
@@ -521,6 +825,12 @@ def _find_webhook(app: Any) -> Webhook | None:
             for value in (*getattr(middleware, "args", ()), *getattr(middleware, "kwargs", {}).values()):
                 if isinstance(value, Webhook):
                     return value
+        # Litestar: `wa_middleware.adapters.litestar.WebhookPlugin` in the app's plugins.
+        plugins = getattr(node, "plugins", None)
+        if isinstance(plugins, Iterable) and not isinstance(plugins, (str, bytes)):
+            for plugin in plugins:
+                if isinstance(getattr(plugin, "webhook", None), Webhook):
+                    return plugin.webhook  # type: ignore[no-any-return]
         # Starlette and FastAPI keep the built stack in middleware_stack; Flask wraps wsgi_app.
         node = getattr(node, "middleware_stack", None) or getattr(node, "wsgi_app", None) or getattr(node, "app", None)
     return None
@@ -533,6 +843,58 @@ async def _close_loop_enqueuer(webhook: Webhook) -> None:
     enqueuer = enqueuers.pop(asyncio.get_running_loop(), None)
     if enqueuer is not None:
         await enqueuer.aclose()
+
+
+class _OptionalLifespan:
+    """The lifespan as a server runs it, which Starlette's ``TestClient`` alone does not quite.
+
+    - An app that refuses the scope outright (raises before taking or sending any message) runs
+      without a lifespan, as under uvicorn's default ``--lifespan auto``. Django's ASGI handler
+      does: ``ValueError: Django can only handle ASGI/HTTP connections, not lifespan.``
+    - The scope says which ASGI version it speaks, as servers' do (Falcon refuses a lifespan
+      scope without it, taking it for ASGI 2).
+    - A startup the app reports failed raises, with the app's message, rather than leaving the
+      client waiting for a shutdown the app will never answer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if "asgi" not in scope:
+            scope = {**scope, "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        began = False
+        failed: str | None = None
+
+        async def tracked_receive() -> ASGIMessage:
+            nonlocal began
+            began = True
+            return await receive()
+
+        async def tracked_send(message: ASGIMessage) -> None:
+            nonlocal began, failed
+            began = True
+            if message["type"] == "lifespan.startup.failed":
+                failed = str(message.get("message", ""))
+            await send(message)
+
+        try:
+            await self.app(scope, tracked_receive, tracked_send)
+        except Exception:
+            if began:
+                raise
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if failed is not None:
+            raise RuntimeError(f"the app's lifespan startup failed: {failed}")
 
 
 def _test_client_class() -> Any:
@@ -549,14 +911,30 @@ def _test_client_class() -> Any:
 
 @dataclass(frozen=True)
 class Answer:
-    """What the app answered."""
+    """What the app answered, and what it stored."""
 
     status: int
     headers: dict[str, str]
     body: bytes
+    #: What this post stored in the in-memory store (empty when the app refused the delivery, and
+    #: with ``broker=True``, where it went to the broker).
+    stored: tuple[Stored, ...] = ()
+    #: The in-memory store the post went to (None with ``broker=True``).
+    store: Store | None = field(default=None, repr=False, compare=False)
 
     def json(self) -> Any:
         return msgspec.json.decode(self.body)
+
+    def run(self, *, raise_errors: bool = True) -> Result:
+        """Run the callbacks on what this post stored, as `Store.run` does (each delivery once).
+
+        :raises AssertionError: when the app stored nothing.
+        """
+        if self.store is None:
+            raise RuntimeError("posted with broker=True: the delivery is in the broker, for a worker to run")
+        if not self.stored:
+            raise AssertionError(f"the app stored nothing: it answered {self.status}")
+        return self.store._run(self.stored, raise_errors)
 
 
 def post(
@@ -569,20 +947,27 @@ def post(
     expect: int | None = 200,
     interface: Literal["auto", "asgi", "wsgi"] = "auto",
     webhook: Webhook | None = None,
+    broker: bool = False,
 ) -> Answer:
     """POST ``delivery`` to your wrapped app as 360dialog would, and check the answer.
 
     ASGI apps go through Starlette's ``TestClient`` (needs ``httpx``), WSGI apps through
-    Werkzeug's test ``Client``. The webhook stores what it accepts: its broker must be reachable.
+    Werkzeug's test ``Client``. What the webhook accepts goes to an in-memory `Store` (see
+    `capture`), never to your broker unless ``broker=True``: ``answer.stored`` holds it and
+    ``answer.run()`` runs its callbacks. An ASGI app that refuses the lifespan scope (Django's)
+    runs without one.
 
-    :param app: your app with the middleware applied (FastAPI, Starlette, Flask, Django...).
+    :param app: your app with the middleware applied (FastAPI, Starlette, Flask, Django, Litestar...).
     :param auth: ``(user, password)`` for Basic auth, as configured on 360dialog's side.
     :param headers: extra request headers (a signature header, for instance).
     :param path: the webhook's path (default: the webhook's, else ``/webhook``).
     :param expect: the status the answer must have (AssertionError otherwise); None to skip the check.
     :param interface: ``"asgi"`` or ``"wsgi"``; by default told from ``app``.
     :param webhook: the `Webhook` the app serves; found in the middleware stack when not given.
-        With ASGI, its Redis connection on the test client's event loop is closed before returning.
+    :param broker: store in the webhook's real broker, which must then be reachable, as in
+        production (a worker runs the callbacks). With ASGI, the Redis connection made on the
+        test client's event loop is closed before returning.
+    :raises LookupError: when no webhook is given or found and ``broker`` is False.
     """
     import inspect
 
@@ -597,19 +982,30 @@ def post(
         is_asgi = inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__)
         interface = "asgi" if is_asgi else "wsgi"
     webhook = webhook or _find_webhook(app)
+    if webhook is None and not broker:
+        raise LookupError(
+            "testing.post found no wa-middleware Webhook in this app, so it cannot keep the delivery out of "
+            "your broker: pass webhook=wa (or broker=True to store it for real)"
+        )
     path = path or (webhook.path if webhook is not None else "/webhook")
-    if interface == "asgi":
-        with _test_client_class()(app) as client:
-            response = client.post(path, content=body, headers=request_headers)
-            answer = Answer(response.status_code, dict(response.headers), response.content)
-            if webhook is not None:
-                # The enqueuer is bound to this client's event loop, which ends with the client.
-                client.portal.call(_close_loop_enqueuer, webhook)
-    else:
-        from werkzeug.test import Client
+    with contextlib.ExitStack() as stack:
+        store = None if broker or webhook is None else stack.enter_context(capture(webhook))
+        before = {stored.message_id for stored in store.deliveries} if store is not None else set()
+        if interface == "asgi":
+            with _test_client_class()(_OptionalLifespan(app)) as client:
+                response = client.post(path, content=body, headers=request_headers)
+                status, response_headers, content = response.status_code, dict(response.headers), response.content
+                if broker and webhook is not None:
+                    # The enqueuer is bound to this client's event loop, which ends with the client.
+                    client.portal.call(_close_loop_enqueuer, webhook)
+        else:
+            from werkzeug.test import Client
 
-        wsgi_response = Client(app).post(path, data=body, headers=request_headers)
-        answer = Answer(wsgi_response.status_code, dict(wsgi_response.headers), wsgi_response.get_data())
+            wsgi_response = Client(app).post(path, data=body, headers=request_headers)
+            status, response_headers = wsgi_response.status_code, dict(wsgi_response.headers)
+            content = wsgi_response.get_data()
+        stored = tuple(s for s in store.deliveries if s.message_id not in before) if store is not None else ()
+    answer = Answer(status, response_headers, content, stored, store)
     if expect is not None and answer.status != expect:
         raise AssertionError(f"expected {expect}, got {answer.status}: {answer.body[:500]!r}")
     return answer

@@ -230,11 +230,19 @@ def test_client_raises_api_error(api: RecordingServer) -> None:
 def test_send_test_sample(api: RecordingServer, capsys: pytest.CaptureFixture[str]) -> None:
     api.reply("POST", "/webhook", body={"status": "stored"})
     assert cli.main(["send-test", api.url + "/webhook", "--basic-auth", "u:p"]) == EXIT_OK
-    [req] = api.requests
-    assert req.json() == SAMPLE_DELIVERY
-    assert req.headers["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
+    assert cli.main(["send-test", api.url + "/webhook", "--basic-auth", "u:p"]) == EXIT_OK
+    first, second = api.requests
+    sent = [req.json()["entry"][0]["changes"][0]["value"]["messages"][0] for req in (first, second)]
+    # Every run is a fresh event: a fixed id would be skipped as a duplicate by every run after the first.
+    assert sent[0]["id"] != sent[1]["id"] and sent[0]["id"].startswith("wamid.send-test-")
+    assert int(sent[0]["timestamp"]) > 1_700_000_000
+    body = first.json()
+    body["entry"][0]["changes"][0]["value"]["messages"][0].update(id="wamid.wa-middleware-send-test", timestamp="0")
+    assert body == SAMPLE_DELIVERY  # otherwise the sample as it was
+    assert first.headers["authorization"] == "Basic " + base64.b64encode(b"u:p").decode()
     out = capsys.readouterr().out
     assert "status: 200" in out and "latency: " in out and " ms" in out
+    assert f"message id: {second.json()['entry'][0]['changes'][0]['value']['messages'][0]['id']}" in out
 
 
 def test_send_test_payload_file(api: RecordingServer, tmp_path: pytest.TempPathFactory) -> None:

@@ -61,6 +61,9 @@ class Outcome:
 
     processed: int = 0
     duplicates: int = 0
+    #: Of the duplicates: events that had run to their end on a process SIGKILLed before its work
+    #: item (a delivery, or a batch of them under load) was recorded.
+    reruns_after_kill: int = 0
     lost: int = 0
     failures: int = 0
     order_violations: list[str] = field(default_factory=list)
@@ -80,6 +83,12 @@ def analyze(
     wanted = {mid for ids in expected.values() for mid in ids}
     out.processed = sum(1 for mid in wanted if ends[mid] >= 1)
     out.duplicates = sum(ends[mid] - 1 for mid in wanted if ends[mid] > 1)
+    # Ran to its end on a process that was then SIGKILLed before its work item was recorded: the
+    # rerun is the documented at-least-once window of a kill (that process's unfinished work items).
+    killed_ends = {
+        line["id"] for line in lines if line["cb"] == callback and line["phase"] == "end" and line["pid"] in killed
+    }
+    out.reruns_after_kill = sum(ends[mid] - 1 for mid in wanted if ends[mid] > 1 and mid in killed_ends)
     out.lost = sum(1 for mid in wanted if ends[mid] == 0)
     by_conv: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for line in lines:

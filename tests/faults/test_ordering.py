@@ -89,7 +89,10 @@ def test_conversations_in_order(case: str, spawn, redis_url: str, namespace: str
         ]
         print("FAULT-ROW", {"row": "ordering, SIGKILL", "cut_short": cut})
     assert outcome.lost == 0
-    assert outcome.duplicates == 0, outcome
+    # A kill reruns what the killed process ran but had not recorded yet: its unfinished work items,
+    # at most one batch (16 deliveries) per thread; nothing else runs twice.
+    assert outcome.duplicates == outcome.reruns_after_kill, outcome
+    assert outcome.reruns_after_kill <= 4 * 16, outcome
     assert outcome.overlaps == []
     assert outcome.order_violations == []
     assert outcome.processed == total

@@ -1144,3 +1144,46 @@ def test_plan_units_of_one_conversation_in_one_batch_all_run(lua: Lua, keys: Key
         ops.pop_lane(lane, f"m{i}.0")
     lua.finish(ops)
     assert lua.lane(lane) == [b"m3.0"] and lua.queue() == [b"m3.0"]  # the next head, enqueued
+
+
+def test_plan_again_a_batch_member_behind_its_lane_head_waits(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    """A batch ran two deliveries of one conversation (both claimed, both in the lane), then its
+    worker died: planned again apart, the second waits for its turn instead of running beside the first."""
+    lane = keys.lane("phone:user")
+    e0, e1 = keys.idem("msg:k0"), keys.idem("msg:k1")
+    first = delivery("r0", "m0", unit(e0, "m0.0", lane=lane, data=b"d0"), group="g0")
+    second = delivery("r1", "m1", unit(e1, "m1.0", lane=lane, data=b"d1"), group="g0")
+    assert lua.plan(first, second) == ["r", "r"]
+    # Requeued by a recovery, planned again in two fetches (no common group).
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0", lane=lane, data=b"d1"))) == ["q"]
+    assert client.hget(keys.units, "m1.0") == b"d1" and lua.field(e1) == b"c|m1.0"
+    assert lua.plan(delivery("r0", "m0", unit(e0, "m0.0", lane=lane, data=b"d0"))) == ["r"]  # the head runs
+    ops = Ops()
+    ops.done(e0, CB)
+    ops.pop_lane(lane, "m0.0")
+    lua.finish(ops)
+    assert lua.queue() == [b"m1.0"]  # then the second, at its turn
+    # Out of its lane already (a dead-letter replay after the lane moved on): it runs.
+    client.delete(lane)
+    client.hset(e1, CB, "c|m9")
+    assert lua.plan(delivery("r9", "m9", unit(e1, "m9.0", lane=lane, data=b"d9"))) == ["r"]
+
+
+def test_plan_again_out_of_order_runs_only_in_lane_order(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    """A dead worker's batch of one conversation comes back in another order (recovery requeues a
+    set): planned again as one batch, only units that follow the lane's order run; the rest wait."""
+    lane = keys.lane("phone:user")
+    e = [keys.idem(f"msg:o{i}") for i in range(3)]
+
+    def message(i: int) -> list[Any]:
+        return delivery(f"r{i}", f"m{i}", unit(e[i], f"m{i}.0", lane=lane, data=f"d{i}".encode()), group="g")
+
+    assert lua.plan(message(0), message(1), message(2)) == ["r", "r", "r"]  # the first batch (its worker died)
+    assert lua.plan(message(2), message(0), message(1)) == ["q", "r", "r"]
+    assert client.hget(keys.units, "m2.0") == b"d2"
+    ops = Ops()
+    for i in (0, 1):
+        ops.done(e[i], CB)
+        ops.pop_lane(lane, f"m{i}.0")
+    lua.finish(ops)
+    assert lua.lane(lane) == [b"m2.0"] and lua.queue() == [b"m2.0"]

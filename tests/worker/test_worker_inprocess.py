@@ -106,10 +106,9 @@ def test_no_retry_goes_straight_to_the_dead_letters_with_a_full_log_line(
 def test_a_reply_is_sent_once_when_its_callback_runs_again(redis_url: str, namespace: str) -> None:
     """``ctx.reply`` from a callback that replies, then fails twice: three runs, one message sent; the
     later runs get the recorded answer. A redelivery of the event sends nothing either."""
+    from tests.messaging.standin import StandIn
     from wa_middleware import EventContext
     from wa_middleware.messaging import Dialog360
-
-    from tests.messaging.standin import StandIn
 
     standin = StandIn().start()
     try:

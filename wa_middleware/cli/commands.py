@@ -59,6 +59,19 @@ SAMPLE_DELIVERY: dict[str, Any] = {
 }
 
 
+def sample_delivery() -> tuple[bytes, str]:
+    """`SAMPLE_DELIVERY` with a fresh message id and the current time: every smoke test is a new
+    event (a fixed id would be skipped as a duplicate by every run after the first, for 7 days)."""
+    import copy
+    import uuid
+
+    payload = copy.deepcopy(SAMPLE_DELIVERY)
+    message = payload["entry"][0]["changes"][0]["value"]["messages"][0]
+    message["id"] = f"wamid.send-test-{uuid.uuid4().hex}"
+    message["timestamp"] = str(int(time.time()))
+    return json.dumps(payload).encode(), str(message["id"])
+
+
 class _UsageError(Exception):
     pass
 
@@ -188,7 +201,8 @@ def _send_test(args: argparse.Namespace) -> int:
         _err("nothing was sent")
         return EXIT_USAGE
     if args.payload is None:
-        body = json.dumps(SAMPLE_DELIVERY).encode()
+        body, sample_id = sample_delivery()
+        print(f"message id: {sample_id}")
     else:
         try:
             if args.payload == "-":

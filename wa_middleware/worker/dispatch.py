@@ -282,6 +282,7 @@ class Dispatcher:
         messages = self.batches.pop(rid_of(batch), [])
         self.acked.add(rid_of(batch))
         finished: list[tuple[dramatiq.Message[Any], Ops]] = []
+        blocked: set[str] = set()  # lanes held by a failed unit of an earlier delivery of the batch
         try:
             for index, message in enumerate(messages):
                 if not self._may_run(message):
@@ -292,7 +293,7 @@ class Dispatcher:
                     finished.append((message, self._bury_ops(message)))
                     continue
                 try:
-                    finished.append((message, self._run_planned(plan, units)))
+                    finished.append((message, self._run_planned(plan, units, blocked)))
                 except BaseException:
                     # Past the callbacks' error handling (a BaseException): this delivery to the dead
                     # letters, the ones not started back to the queue, what ran recorded below.
@@ -302,8 +303,12 @@ class Dispatcher:
         finally:
             self.finish_all(finished)
 
-    def _run_planned(self, plan: str, units: list[Unit]) -> Ops:
-        """Run the units a delivery's plan gave this message; the FINISH operations of their outcomes."""
+    def _run_planned(self, plan: str, units: list[Unit], blocked: set[str] | None = None) -> Ops:
+        """Run the units a delivery's plan gave this message; the FINISH operations of their outcomes.
+
+        :param blocked: lanes in which an earlier unit failed (shared by the deliveries of a batch):
+            later units of those lanes wait behind it.
+        """
         metrics.events_decoded(getattr(units, "kinds", ()))
         skipped = plan.count("s")
         if skipped:
@@ -315,7 +320,8 @@ class Dispatcher:
                         unit.callback.name, unit.event.kind, _event_id(unit), unit.key.rsplit(":idem:", 1)[-1],
                     )  # fmt: skip
         ops = Ops()
-        blocked: set[str] = set()  # lanes in which an earlier unit failed: the later ones wait behind it
+        if blocked is None:
+            blocked = set()
         planned = [unit for unit, step in zip(units, plan, strict=True) if step == "r"]
         held = (lambda unit: unit.lane in blocked) if any(unit.lane for unit in planned) else None
         for outcome in run_callbacks(planned, failures=self._failures, hold=held, around=self.around):

@@ -74,9 +74,11 @@ while i <= #ARGV do
           redis.call("hset", key, field, "c|" .. mid)
           r = "r"
         else
-          redis.call("rpush", lane, uid)
-          if heads[lane] or redis.call("llen", lane) == 1 then
-            heads[lane] = true
+          -- heads[lane]: the position in the lane of the last unit this message (or its batch)
+          -- runs there; a unit right behind it, or at the head, runs too, in order.
+          local n = redis.call("rpush", lane, uid)
+          if n == 1 or heads[lane] == n - 2 then
+            heads[lane] = n - 1
             redis.call("hset", key, field, "c|" .. mid)
             r = "r"
           else
@@ -87,7 +89,20 @@ while i <= #ARGV do
         end
         redis.call("pexpire", key, ttl)
       elseif v == "c|" .. mid then
-        r = "r"
+        -- Claimed by this very message before (it is planned again: requeued by a recovery, or
+        -- taken by a batch that did not finish). An ordered unit runs only at its lane's head:
+        -- behind others it waits, stored, for its turn; out of its lane already, it runs.
+        local at = lane ~= "" and redis.call("lpos", lane, uid)
+        if not at then
+          r = "r"
+        elseif at == 0 or heads[lane] == at - 1 then
+          heads[lane] = at
+          r = "r"
+        else
+          redis.call("hset", key, field, "c|" .. uid)
+          redis.call("hset", units, uid, data)
+          r = "q"
+        end
       elseif r ~= "t" then
         dups = dups + 1
       end

@@ -1,0 +1,1 @@
+"""Recipes: wa-middleware in Django, Litestar and Falcon apps, each runnable and tested (docs/frameworks.md)."""

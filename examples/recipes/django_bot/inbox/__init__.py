@@ -1,0 +1,1 @@
+"""The Django app holding what the bot received."""
