@@ -16,70 +16,59 @@ from wa_middleware import BasicAuth, EventContext, Message, Status, StopPropagat
 
 # -- the small bot of the README -----------------------------------------------------------
 
-sent: list[tuple[str | None, str]] = []  # what the bot would send through 360dialog's API
-
-
-def send(to: str | None, body: str) -> None:
-    sent.append((to, body))
-
-
-bot = Webhook(auth=BasicAuth("360dialog", "s3cret"))
+bot = Webhook(auth=BasicAuth("360dialog", "s3cret"), api_keys=os.environ.get("D360_API_KEY"))
+alerts: list[str] = []  # stands in for your alerting
 
 
 @bot.on_message("text", text_regex=r"(?i)^(hi|hello)\b")
 def greet(message: Message, ctx: EventContext) -> None:
-    send(message.sender, f"Hello {ctx.sender_name}! Reply 'menu' to see what I can do.")
+    ctx.reply(f"Hello {ctx.sender_name}! Reply 'menu' to see what I can do.")
     raise StopPropagation  # the catch-all below must not answer a greeting too
 
 
 @bot.on_message(reply_id=["yes", "no"])
-def confirm(message: Message) -> None:
-    send(message.sender, "Confirmed." if message.reply_id == "yes" else "Cancelled.")
+def confirm(message: Message, ctx: EventContext) -> None:
+    ctx.reply("Confirmed." if message.reply_id == "yes" else "Cancelled.")
 
 
 @bot.on_message("text")
-def fallback(message: Message) -> None:
+def echo(message: Message, ctx: EventContext) -> None:
     assert message.text is not None
-    send(message.sender, f"Sorry, I don't understand {message.text.body!r}.")
+    ctx.reply(f"You said: {message.text.body}")
 
 
 @bot.on_status("failed")
 def failed(status: Status) -> None:
     assert status.error is not None
-    send(None, f"alert: {status.id} failed with {status.error.code}")
-
-
-@pytest.fixture(autouse=True)
-def _clear_outbox() -> None:
-    sent.clear()
+    alerts.append(f"{status.id} failed with {status.error.code}")
 
 
 def test_bot_greets_and_stops() -> None:
     result = testing.run(bot, testing.text("Hi there", sender="4915112345678", name="Ana"))
-    assert result.calls_of(greet) and not result.ran(fallback)
-    assert sent == [("4915112345678", "Hello Ana! Reply 'menu' to see what I can do.")]
+    assert result.ran(greet) and not result.ran(echo)
+    assert result.replies == ["Hello Ana! Reply 'menu' to see what I can do."]
+    assert result.outbox.sent[0].to == "4915112345678"
 
 
-def test_bot_falls_back() -> None:
-    testing.run(bot, testing.text("weather?"))
-    assert sent == [(testing.SENDER, "Sorry, I don't understand 'weather?'.")]
+def test_bot_echoes() -> None:
+    assert testing.run(bot, testing.text("weather?")).replies == ["You said: weather?"]
 
 
 def test_bot_confirms_a_button() -> None:
     result = testing.run(bot, testing.button_reply("no", "No"))
     assert [call.callback.fn for call in result] == [confirm]
-    assert sent == [(testing.SENDER, "Cancelled.")]
+    assert result.replies == ["Cancelled."]
 
 
 def test_bot_alerts_on_failed_status() -> None:
     testing.run(bot, testing.status("failed", message_id="wamid.OUT1", error_code=131047))
-    assert sent == [(None, "alert: wamid.OUT1 failed with 131047")]
+    assert alerts[-1] == "wamid.OUT1 failed with 131047"
 
 
 def test_bot_handles_a_batch_in_order() -> None:
     batch = testing.text("hello") + testing.text("?") + testing.status("read") + testing.template_status()
     result = testing.run(bot, batch)
-    assert [c.callback.fn for c in result] == [greet, fallback]
+    assert [c.callback.fn for c in result] == [greet, echo]
     assert [e.kind for e in result.unhandled] == ["status", "change"]
 
 
@@ -195,7 +184,7 @@ def test_several_events_in_one_delivery() -> None:
 def test_bytes_and_dicts_are_accepted() -> None:
     delivery = testing.text("x")
     for form in (delivery.to_bytes(), delivery.to_dict(), delivery.to_bytes().decode()):
-        assert [c.name for c in testing.run(bot, form)] == [fallback.__module__ + ".fallback"]
+        assert [c.name for c in testing.run(bot, form)] == [echo.__module__ + ".echo"]
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -429,8 +418,9 @@ def test_post_reports_a_failed_startup() -> None:
 def test_the_readme_bot_through_an_app() -> None:
     app = _starlette(bot)  # as in the README's test_the_app_accepts_it: FastAPI with WebhookMiddleware
     answer = testing.post(app, testing.text("hi"), auth=("360dialog", "s3cret"))
-    assert answer.run().ran(greet)
-    assert sent == [(testing.SENDER, "Hello Test User! Reply 'menu' to see what I can do.")]
+    result = answer.run()
+    assert result.ran(greet)
+    assert result.replies == ["Hello Test User! Reply 'menu' to see what I can do."]
     testing.post(app, testing.text("hi"), auth=("360dialog", "wrong"), expect=401)
 
 

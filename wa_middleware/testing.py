@@ -650,13 +650,14 @@ class Store:
         wanted = {stored.message_id for stored in (self.deliveries if only is None else only)}
         events: list[Event] = []
         calls: list[Call] = []
+        outbox: Any = None
         while True:
             with self._lock:
                 todo = next(
                     (s for s in self._stored if s.message_id not in self._done and s.message_id in wanted), None
                 )
                 if todo is None:
-                    return Result(events, calls)
+                    return Result(events, calls, outbox)
                 # Marked before it runs: a callback that raises does not make it run again later.
                 self._done.add(todo.message_id)
             result = run(
@@ -668,6 +669,11 @@ class Store:
             )
             events += result.events
             calls += result.calls
+            if result.outbox is not None:
+                if outbox is None:
+                    outbox = result.outbox
+                else:
+                    outbox.calls.extend(result.outbox.calls)
 
     def _put(self, data: bytes) -> None:
         if not self.available:
