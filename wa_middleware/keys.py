@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["KeyLayout"]
+__all__ = ["KeyLayout", "rate_key", "sent_key"]
+
+
+def sent_key(prefix: str, unit_key: str) -> str:
+    """Hash ``n -> result`` of the sends one callback run made (the messaging ledger)."""
+    return f"{prefix}:sent:{unit_key}"
+
+
+def rate_key(prefix: str, number: str) -> str:
+    """The next free send slot of one business number (the shared rate limit)."""
+    return f"{prefix}:rate:{number}"
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,16 @@ class KeyLayout:
     def epoch(self) -> str:
         """A marker written once: its disappearance means Redis lost its data."""
         return f"{self.prefix}:epoch"
+
+    # -- replying (wa_middleware.messaging) ------------------------------------------------------
+
+    def sent(self, unit_key: str) -> str:
+        """The sends recorded for one (event, callback) run, so a rerun does not send them again."""
+        return sent_key(self.prefix, unit_key)
+
+    def rate(self, number: str) -> str:
+        """The shared per-number rate limit's state."""
+        return rate_key(self.prefix, number)
 
     @staticmethod
     def conversation_of(lane: str) -> str:

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+from ..keys import sent_key
 from .errors import TransportError
 from .types import Content, Reaction, SendResult, Text
 
@@ -91,7 +92,7 @@ class _Keys:
         self.ttl_ms = int(ttl * 1000)
 
     def key(self, unit_key: str) -> str:
-        return f"{self.prefix}:sent:{unit_key}"
+        return sent_key(self.prefix, unit_key)
 
     @staticmethod
     def entry(raw: object) -> Recorded | None:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError
+from ..keys import rate_key
 
 if TYPE_CHECKING:
     import redis
@@ -67,7 +68,7 @@ class _Limits:
         self.prefix = prefix
 
     def key(self, number: str) -> str:
-        return f"{self.prefix}:rate:{number}"
+        return rate_key(self.prefix, number)
 
     def args(self, number: str, max_wait: float) -> tuple[int, int, int]:
         rate = self.per_number.get(number, self.per_second)
