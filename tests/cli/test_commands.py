@@ -320,3 +320,42 @@ def test_console_script_end_to_end(api: RecordingServer, tmp_path: Path) -> None
 def test_embedded_status_still_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["embedded", "status", "--data-dir", str(tmp_path / "none")]) == 1
     assert capsys.readouterr().out.strip() == "not running"
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        pytest.param(["replay", "nomodule_xyz:wa", "--since", "1h"], "no module named 'nomodule_xyz'", id="no-module"),
+        pytest.param(["replay", "json:nothing", "--since", "1h"], "has no attribute 'nothing'", id="no-attribute"),
+        pytest.param(["replay", "json", "--since", "1h"], "expected MODULE:ATTR", id="no-colon"),
+        pytest.param(["replay", "json:dumps", "--since", "1h"], "not a wa_middleware.Webhook", id="not-a-webhook"),
+        pytest.param(["dead-letters", "nomodule_xyz:wa", "list"], "--path DIR", id="dead-letters-path-hint"),
+    ],
+)
+def test_cli_mistakes_are_one_line_with_the_fix(argv: list[str], hint: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "wa_middleware.cli", *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert hint in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_replay_option_mistakes_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "hooks_for_cli.py").write_text(
+        "from wa_middleware import NoAuth, Webhook\nwa = Webhook(auth=NoAuth(), broker_url='redis://127.0.0.1:1/0')\n"
+    )
+    for extra, hint in ((["--since", "yesterday"], "--since takes a duration"),
+                        (["--since", "1h", "--callback", "nope"], "no callback named 'nope'")):  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "wa_middleware.cli", "replay", "hooks_for_cli:wa", "--path", str(tmp_path), *extra],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert hint in done.stderr and "Traceback" not in done.stderr
+
+
+def test_worker_path_works_before_the_spec(tmp_path: Path) -> None:
+    """``-P DIR`` placed before MODULE:ATTR no longer swallows it (one DIR per flag)."""
+    from wa_middleware.cli import build_parser
+
+    args = build_parser().parse_args(["worker", "-P", str(tmp_path), "hooks:wa"])
+    assert args.app == "hooks:wa" and args.path == [str(tmp_path)]
