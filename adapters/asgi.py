@@ -24,6 +24,15 @@ __all__ = ["WebhookMiddleware"]
 logger = logging.getLogger("wa_middleware.request")
 
 
+#: Why ``Litestar(middleware=[DefineMiddleware(WebhookMiddleware, ...)])`` cannot work, and what does.
+MISPLACED = (
+    "WebhookMiddleware given to Litestar(middleware=[...]) never sees the webhook's path: Litestar routes "
+    "a request before its middleware runs, so every delivery is a 404. Use "
+    "Litestar(..., plugins=[WebhookPlugin(wa)]) (from wa_middleware.adapters.litestar), or wrap the whole app "
+    "from outside: app = WebhookMiddleware(Litestar(...), webhook=wa)"
+)
+
+
 class WebhookMiddleware:
     """Serve ``webhook.path`` (POST deliveries; GET for Meta's handshake) in front of any ASGI app;
     everything else passes through.
@@ -38,8 +47,6 @@ class WebhookMiddleware:
         module = type(app).__module__
         if module.startswith("litestar.") and module != "litestar.app":
             # Litestar's own middleware list runs after routing: every delivery would be a 404 there.
-            from wa_middleware.adapters.litestar import MISPLACED
-
             raise ConfigurationError(MISPLACED)
         self.app = app
         self.webhook = webhook

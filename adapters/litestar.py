@@ -22,7 +22,7 @@ from litestar import asgi
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
 from starlette.types import Receive, Scope, Send
-from wa_middleware.adapters.asgi import WebhookMiddleware
+from wa_middleware.adapters.asgi import MISPLACED, WebhookMiddleware
 
 from wa_middleware.errors import ConfigurationError
 from wa_middleware.webhook import Webhook
@@ -33,13 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MISPLACED", "WebhookPlugin", "check_middleware"]
 
-#: Why ``Litestar(middleware=[DefineMiddleware(WebhookMiddleware, ...)])`` cannot work, and what does.
-MISPLACED = (
-    "WebhookMiddleware given to Litestar(middleware=[...]) never sees the webhook's path: Litestar routes "
-    "a request before its middleware runs, so every delivery is a 404. Use "
-    "Litestar(..., plugins=[WebhookPlugin(wa)]) (from wa_middleware.adapters.litestar), or wrap the whole app "
-    "from outside: app = WebhookMiddleware(Litestar(...), webhook=wa)"
-)
 
 #: Route options the plugin sets by default: the webhook authenticates deliveries itself, and
 #: 360dialog has neither a session for Litestar's authentication middleware nor a CSRF token.
