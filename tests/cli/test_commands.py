@@ -333,7 +333,8 @@ def test_embedded_status_still_works(tmp_path: Path, capsys: pytest.CaptureFixtu
     ],
 )
 def test_cli_mistakes_are_one_line_with_the_fix(argv: list[str], hint: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "wa_middleware.cli", *argv], capture_output=True, text=True, timeout=60)
+    command = [sys.executable, "-m", "wa_middleware.cli", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert hint in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -304,6 +304,7 @@ def test_wait_for_a_replica_before_the_200(spawn, tmp_path: Path) -> None:  # ty
         env = env_for(primary.url, tmp_path, WA_REPLICAS="1")
         server = spawn.uvicorn("worker_app:app", **env)
         with httpx.Client(timeout=30) as http:
+
             def one(mid: str) -> tuple[int, float]:
                 started = time.perf_counter()
                 status = http.post(server.url + "/webhook", content=text_delivery(USER, "r", mid),
@@ -363,3 +364,25 @@ def test_the_scripts_the_proxy_targets_are_the_loaded_ones() -> None:
     """The fault rows above aim at scripts by their sha: the worker loads them with flags on Redis 7."""
     assert sha1_of(scripts.load("plan")) == sha1_of(scripts.PLAN)
     assert sha1_of(scripts.load("finish", flags=False)) != sha1_of(scripts.FINISH)
+
+
+def test_workers_whose_clocks_disagree_do_not_presume_each_other_dead(  # type: ignore[no-untyped-def]
+    spawn, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Item 4: two workers 6 s apart on the clock (recovery_timeout 2 s), both busy with slow ordered
+    callbacks: heartbeats are on Redis's clock, so neither takes the other's work, nothing runs twice."""
+    env = env_for(redis_server.url, tmp_path, WA_ORDERED="1", WA_SLEEP_MS="300")
+    server = spawn.uvicorn("worker_app:app", **env)
+    spawn.worker("worker_hooks:wa", processes=1, threads=2, **dict(env, WA_CLOCK_SKEW="6"))
+    spawn.worker("worker_hooks:wa", processes=1, threads=2, **dict(env, WA_CLOCK_SKEW="-6"))
+    log = Path(env["WA_EVENTS"])
+    ids = [f"wamid.CK{i}" for i in range(24)]
+    answered = sum(post_all(server.url, ids[i::4], user=f"49151000001{i}") for i in range(4))
+    lines = settle(log, ids, timeout=90)
+    time.sleep(3)  # > recovery_timeout: a wrong presumption of death would rerun something by now
+    lines = read_log(log)
+    result = row("two workers with clocks 12 s apart", answered, ids, lines,
+                 pids=len({x["pid"] for x in lines}))  # fmt: skip
+    assert (result["processed"], result["duplicates"], result["lost"]) == (24, 0, 0)
+    output = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
+    assert "presumed dead" not in output
