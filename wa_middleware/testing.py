@@ -558,17 +558,13 @@ def _recorder() -> tuple[Any, Any]:
         from .messaging import Outbox, Replies
     except ImportError:  # no httpx: ctx.reply() says what is missing
         return None, None
-    from .events.replies import using
+    from .events.replies import addressee, using
 
     outbox = Outbox()
 
     def around(pair: Any) -> Any:
-        event = pair.event
-        data = event.data
-        to = getattr(data, "sender", None) if event.kind == "message" else getattr(data, "recipient_id", None)
-        message_id = getattr(data, "id", None) if event.kind == "message" else None
-        unit = f"test|{pair.callback.name}"
-        return using(Replies(outbox, None, unit, event.ctx.phone_number_id, to, message_id))
+        number, to, message_id = addressee(pair.event)
+        return using(Replies(outbox, None, f"test|{pair.callback.name}", number, to, message_id))
 
     return outbox, around
 

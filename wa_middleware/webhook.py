@@ -484,7 +484,7 @@ class Webhook:
         """What the worker enters around each callback: the run's `Replies`, recorded in Redis."""
         import time
 
-        from .events.replies import using
+        from .events.replies import addressee, using
         from .messaging import Client, RateLimiter, Replies, SendLedger
 
         limiter = RateLimiter(client, per_second=self.send_rate, prefix=self.keys.prefix) if self.send_rate else None
@@ -492,12 +492,9 @@ class Webhook:
         ledger = SendLedger(client, prefix=self.keys.prefix, ttl=self.settings.dedupe_ttl)
 
         def around(unit: Any) -> Any:
-            event = unit.event
-            data = event.data
-            to = getattr(data, "sender", None) if event.kind == "message" else getattr(data, "recipient_id", None)
-            message_id = getattr(data, "id", None) if event.kind == "message" else None
-            replies = Replies(sender, ledger, f"{unit.key}|{unit.callback.name}", event.ctx.phone_number_id, to,
-                              message_id, deadline=time.monotonic() + 600 - 30)  # fmt: skip
+            number, to, message_id = addressee(unit.event)
+            replies = Replies(sender, ledger, f"{unit.key}|{unit.callback.name}", number, to, message_id,
+                              deadline=time.monotonic() + 600 - 30)  # fmt: skip
             return using(replies)
 
         return around

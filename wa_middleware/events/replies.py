@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["current", "using"]
+__all__ = ["addressee", "current", "using"]
 
 _current: ContextVar[Any] = ContextVar("wa_middleware_replies", default=None)
 
@@ -41,3 +41,13 @@ def using(replies: Any) -> Iterator[Any]:
         yield replies
     finally:
         _current.reset(token)
+
+
+def addressee(event: Any) -> tuple[str | None, str | None, str | None]:
+    """Where a callback's replies to ``event`` (an `Event`: not imported, `models` imports this module)
+    go: (the business number it arrived on, the user, and
+    the message replied to). A message's user is its sender; a status's, its recipient (no message)."""
+    data: Any = event.data
+    if event.kind == "message":
+        return event.ctx.phone_number_id, getattr(data, "sender", None), getattr(data, "id", None)
+    return event.ctx.phone_number_id, getattr(data, "recipient_id", None), None

@@ -149,13 +149,12 @@ class Dispatcher:
             # A message that cannot be planned must not block the head of the queue: take it
             # unplanned; its actor fails on it the same way and dramatiq dead-letters it.
             logger.exception("wa-middleware: cannot plan message %s", message.message_id)
-            out += plan_message(rid=message.options.get("redis_message_id", message.message_id),
-                                mid=message.message_id, count=-1, group="")  # fmt: skip
+            out += plan_message(rid=rid_of(message), mid=message.message_id, count=-1, group="")
             out += plan_own(key="", field="", lane="")
             return None
 
     def _plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
-        rid = message.options.get("redis_message_id", message.message_id)
+        rid = rid_of(message)
         if message.actor_name == self.dispatch_actor:
             body, received_at, delivery_id = _dispatch_args(message)
             units = self.units(
@@ -389,16 +388,13 @@ class Dispatcher:
                     ops.pop_lane(lane, unit.uid)
         self.finish(message, ops, chained=chained)
 
-    def finish(self, message: dramatiq.Message[Any] | None, ops: Ops, *, chained: bool = False) -> None:
+    def finish(self, message: dramatiq.Message[Any], ops: Ops, *, chained: bool = False) -> None:
         """Record ``ops`` and ack ``message`` (FINISH), then run the lane heads it handed to this thread.
 
         Retried until Redis answers (FINISH is idempotent): a message is never acked without its
         outcome recorded, and no failure here reaches dramatiq (whose own retry or dead-lettering
         would run the whole delivery again, or bury callbacks that ran fine).
         """
-        if message is None:
-            self.finish_all([], chained=chained)
-            return
         self.finish_all([(message, ops)], chained=chained)
 
     def finish_all(self, finished: list[tuple[dramatiq.Message[Any], Ops]], *, chained: bool = False) -> None:
