@@ -85,8 +85,15 @@ class KeyLayout:
         return f"{self.namespace}:{self.name}"
 
     def idem(self, event_key: str) -> str:
-        """Hash of one event's callbacks: ``c|<owner>`` (claimed), ``d`` (done), ``x|<owner>`` (dead)."""
+        """Hash of one event's callbacks in flight: ``c|<owner>`` (claimed), ``x|<owner>`` (dead); ``d``
+        (done) only for events without a done-mark (`worker/marks.py`)."""
         return f"{self.prefix}:idem:{event_key}"
+
+    @property
+    def done_marks(self) -> str:
+        """Prefix of the done-mark sets, ``<prefix>dn:<hour>:<level>:<shard>`` (sets of 64-bit
+        digests) and ``<prefix>dn:<hour>`` (the hour's deepest level): see `worker/marks.py`."""
+        return f"{self.prefix}:dn:"
 
     def lane(self, conversation: str) -> str:
         """List of the ordered units of one conversation, head first: only the head may run."""

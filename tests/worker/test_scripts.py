@@ -21,6 +21,7 @@ import redis
 from wa_middleware.keys import KeyLayout
 from wa_middleware.worker import finish, scripts
 from wa_middleware.worker.finish import OPS, RECORDS, Ops, plan_message, plan_own, plan_unit
+from wa_middleware.worker.marks import NO_MARK, Mark
 
 BROKER = "broker-under-test"
 OTHER = "other-broker"
@@ -45,8 +46,13 @@ def redis_ms(client: redis.Redis) -> int:
 # -- records, built only through finish.py ---------------------------------------------------------
 
 
-def unit(key: str, uid: str, *, field: str = CB, lane: str = "", data: bytes = b"", stale: str = "") -> list[Any]:
-    return plan_unit(key=key, field=field, lane=lane, uid=uid, data=data, stale=stale)
+def unit(
+    key: str, uid: str, *, field: str = CB, lane: str = "", data: bytes = b"", stale: str = "", mark: Mark = NO_MARK
+) -> list[Any]:
+    hour, shard, digest = mark
+    return plan_unit(
+        key=key, field=field, lane=lane, uid=uid, data=data, stale=stale, hour=hour, shard=shard, digest=digest
+    )
 
 
 def delivery(rid: str, mid: str, *units: list[Any], group: str = "") -> list[Any]:
@@ -86,7 +92,7 @@ class Lua:
         epoch: str = "",
     ) -> list[str]:
         k = self.keys
-        keys = [k.queue, k.acks(bid), k.heartbeats, k.stats, k.units, k.epoch]
+        keys = scripts.plan_keys(k, bid)
         args = [bid, ttl, "1" if pop else "0", "1" if fresh else "0", epoch, *chain.from_iterable(messages)]
         return [r.decode() for r in self.scripts.plan(keys=keys, args=args)]
 
@@ -107,7 +113,7 @@ class Lua:
     ) -> list[Any]:
         """One FINISH call for a batch of messages (as the worker's `Finisher` coalesces them)."""
         k = self.keys
-        keys = [k.queue, k.messages, k.stats, k.units, k.dead_letters, k.dead_messages, k.heartbeats, k.retries]
+        keys = scripts.finish_keys(k)
         args: list[Any] = [now if now is not None else now_ms(), ttl]
         for ops, rid, take, bid in messages:
             record = finish.finish_message(rid=rid, acks=k.acks(bid), bid=bid, take="1" if take else "0", count=ops.n)
@@ -1001,7 +1007,10 @@ def test_scripts_registers_every_script(client: redis.Redis) -> None:
         script = getattr(registered, name)
         assert script.script == scripts.load(name)  # Redis 7 here: with the flags line
         assert (LUA / f"{name}.lua").exists()
-    assert sorted(p.stem for p in LUA.glob("*.lua")) == sorted(scripts.NAMES)
+    # Files named _*.lua are pieces included by the others (--@include), not scripts.
+    assert sorted(p.stem for p in LUA.glob("[!_]*.lua")) == sorted(scripts.NAMES)
+    for name in scripts.NAMES:
+        assert "--@" not in scripts.load(name), name  # every directive expanded
     with pytest.raises(AttributeError):
         registered._missing  # noqa: B018
 
@@ -1038,7 +1047,7 @@ def test_ops_records_read_back_what_was_built() -> None:
     ops.pop_lane("lane", "u5")
     ops.bury("rid6")
     assert ops.records() == [
-        ("done", {"key": "k1", "field": "cb"}),
+        ("done", {"key": "k1", "field": "cb", "hour": "", "shard": 0, "digest": ""}),
         ("retry", {"key": "k2", "field": "cb", "owner": "u2", "next_rid": "rid2", "data": b"retry", "due": 1234}),
         ("dead", {"key": "k3", "field": "cb", "owner": "u3", "dead_rid": "rid3", "data": b"dead"}),
         ("wait", {"key": "k4", "field": "cb", "uid": "u4", "data": b"wait"}),
@@ -1051,7 +1060,9 @@ def test_ops_records_read_back_what_was_built() -> None:
 
 def test_records_are_flat_in_schema_order() -> None:
     assert plan_message(group="g", count=2, mid="m", rid="r") == ["r", "m", 2, "g"]
-    assert plan_unit(stale="s", data=b"d", uid="u", lane="l", field="f", key="k") == ["k", "f", "l", "u", b"d", "s"]
+    assert plan_unit(stale="s", data=b"d", uid="u", lane="l", field="f", key="k", hour="1", shard=2, digest="3") == [
+        "k", "f", "l", "u", b"d", "s", "1", 2, "3",
+    ]  # fmt: skip
     assert plan_own(lane="l", field="f", key="k") == ["k", "f", "l"]
 
 
@@ -1187,3 +1198,128 @@ def test_plan_again_out_of_order_runs_only_in_lane_order(lua: Lua, keys: KeyLayo
         ops.pop_lane(lane, f"m{i}.0")
     lua.finish(ops)
     assert lua.lane(lane) == [b"m2.0"] and lua.queue() == [b"m2.0"]
+
+
+# -- done-marks ------------------------------------------------------------------------------------
+
+HOUR = int(time.time()) // 3600
+
+
+def mark(n: int, hour: int = HOUR) -> Mark:
+    """A done-mark with a digest of our choosing (marks.mark_of hashes; here the shard bits are n)."""
+    return (str(hour), n, str(-(2**62) + n * 7919))
+
+
+def mark_sets(client: redis.Redis, keys: KeyLayout, hour: int = HOUR) -> list[bytes]:
+    return sorted(k for k in client.scan_iter(f"{keys.done_marks}{hour}:*"))
+
+
+def test_done_with_a_mark_drops_the_claim_and_writes_the_mark(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("m:e1")
+    lua.enqueue("r1")
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0", mark=mark(5))), pop=True) == ["r"]
+    assert lua.field(e1) == b"c|m1"  # claimed while it runs
+    ops = Ops()
+    ops.done(e1, CB, mark(5))
+    assert lua.finish(ops, rid="r1") == OK
+    assert not client.exists(e1)  # no hash left for a done event
+    (only,) = mark_sets(client, keys)
+    assert only == f"{keys.done_marks}{HOUR}:0:0".encode()
+    assert client.smembers(only) == {mark(5)[2].encode()}
+    assert client.object("encoding", only) == b"intset"
+    # The whole hour expires together, ttl after the hour ends (PEXPIRETIME, Redis 7).
+    assert client.execute_command("PEXPIRETIME", only) == (HOUR + 1) * 3_600_000 + TTL
+
+
+def test_a_redelivery_of_a_marked_unit_is_a_duplicate(lua: Lua, keys: KeyLayout) -> None:
+    e1 = keys.idem("m:e1")
+    lua.plan(delivery("r1", "m1", unit(e1, "m1.0", mark=mark(5))))
+    ops = Ops()
+    ops.done(e1, CB, mark(5))
+    lua.finish(ops)
+    assert lua.plan(delivery("r2", "m2", unit(e1, "m2.0", mark=mark(5)))) == ["s"]
+    assert lua.stat("duplicates") == 1
+    # Another unit of the same event (another callback: another digest) still runs.
+    assert lua.plan(delivery("r3", "m3", unit(e1, "m3.0", field="other", mark=mark(6)))) == ["r"]
+
+
+def test_a_unit_of_another_hour_is_not_taken_for_done(lua: Lua, keys: KeyLayout) -> None:
+    e1 = keys.idem("m:e1")
+    lua.plan(delivery("r1", "m1", unit(e1, "m1.0", mark=mark(5))))
+    ops = Ops()
+    ops.done(e1, CB, mark(5))
+    lua.finish(ops)
+    assert lua.plan(delivery("r2", "m2", unit(e1, "m2.0", mark=mark(5, HOUR - 1)))) == ["r"]
+
+
+def test_marks_split_into_deeper_levels_and_are_all_found(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    from wa_middleware.worker.marks import FANOUT, SPLIT_AT
+
+    n = SPLIT_AT + 2 * FANOUT * SPLIT_AT // 3  # fills level 0, then part of level 1
+    for start in range(0, n, 500):
+        ops = Ops()
+        for i in range(start, min(n, start + 500)):
+            ops.done(keys.idem(f"m:e{i}"), CB, mark(i))
+        assert lua.finish(ops) == OK
+    sets = mark_sets(client, keys)
+    level_key = f"{keys.done_marks}{HOUR}".encode()
+    assert client.get(level_key) == b"1"
+    assert client.execute_command("PEXPIRETIME", level_key) == (HOUR + 1) * 3_600_000 + TTL
+    assert len(sets) == 1 + FANOUT
+    for key in sets:
+        assert client.object("encoding", key) == b"intset"
+        assert client.scard(key) <= SPLIT_AT
+    assert sum(client.scard(key) for key in sets) == n
+    # Every mark is found, the ones in level 0 and the ones in level 1.
+    for i in (0, SPLIT_AT - 1, SPLIT_AT, n - 1):
+        assert lua.plan(delivery(f"r{i}", f"x{i}", unit(keys.idem(f"m:e{i}"), f"x{i}.0", mark=mark(i)))) == ["s"], i
+    assert lua.plan(delivery("rn", "xn", unit(keys.idem("m:new"), "xn.0", mark=mark(n)))) == ["r"]
+
+
+def test_a_stale_status_with_a_mark_is_marked_done(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    progress = keys.status_progress("wamid.1")
+    read, delivered = keys.idem("s:wamid.1:read"), keys.idem("s:wamid.1:delivered")
+    assert lua.plan(delivery("r1", "m1", unit(read, "m1.0", stale=f"{progress}|3", mark=mark(1)))) == ["r"]
+    assert lua.plan(delivery("r2", "m2", unit(delivered, "m2.0", stale=f"{progress}|2", mark=mark(2)))) == ["t"]
+    assert not client.exists(delivered)
+    assert lua.plan(delivery("r3", "m3", unit(delivered, "m3.0", stale=f"{progress}|2", mark=mark(2)))) == ["s"]
+
+
+def test_a_failed_unit_keeps_its_claim_until_its_retry_is_done(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    e1 = keys.idem("m:e1")
+    lua.enqueue("r1")
+    lua.plan(delivery("r1", "m1", unit(e1, "m1.0", mark=mark(5))), pop=True)
+    ops = Ops()
+    ops.retry(e1, CB, "m1.0", "next", b"retry", now_ms() + 60_000)
+    lua.finish(ops, rid="r1")
+    assert lua.field(e1) == b"c|m1.0"
+    assert lua.plan(delivery("r2", "m2", unit(e1, "m2.0", mark=mark(5)))) == ["s"]  # claimed by the retry
+    assert mark_sets(client, keys) == []
+
+
+def test_done_marks_cost_under_24_bytes_an_event(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    """The memory the once-per-event state keeps after the queue drained, by Redis's own count
+    (MEMORY USAGE of every key left), for 20,000 events of one hour with real digests."""
+    from wa_middleware.events.decode import Event
+    from wa_middleware.events.models import EventContext, Status
+    from wa_middleware.worker.marks import mark_of
+
+    now = time.time()
+    n = 20_000
+    for start in range(0, n, 1000):
+        plan_args: list[Any] = []
+        ops = Ops()
+        for i in range(start, start + 1000):
+            status = Status(id=f"wamid.{i}", status="delivered", timestamp=str(int(now)))
+            event = Event("status", status, EventContext())
+            key = keys.idem(f"s:wamid.{i}:delivered")
+            m = mark_of(event, key, CB, now=now, ttl=TTL / 1000 + 7200)
+            assert m[0]
+            plan_args.append(delivery(f"r{i}", f"m{i}", unit(key, f"m{i}.0", mark=m)))
+            ops.done(key, CB, m)
+        assert lua.plan(*plan_args) == ["r"] * 1000
+        assert lua.finish(ops) == OK
+    left = list(client.scan_iter(f"{keys.prefix}:*"))
+    assert not [k for k in left if b":idem:" in k]
+    used = sum(int(client.memory_usage(k, samples=0) or 0) for k in left)
+    assert used / n <= 24, f"{used / n:.1f} bytes an event"

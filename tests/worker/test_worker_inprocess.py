@@ -142,3 +142,56 @@ def test_a_reply_is_sent_once_when_its_callback_runs_again(redis_url: str, names
     assert len(sends) == 1
     assert sends[0].json["to"] == "4915100000077" and sends[0].json["text"]["body"] == "echo: hello"
     assert sends[0].headers.get("d360-api-key") == "key-1"
+
+
+def test_the_once_per_event_window_inside_and_after(redis_url: str, namespace: str) -> None:
+    """A recent event leaves a done-mark, no hash: a redelivery inside the window is skipped; the
+    mark's set expires ``dedupe_ttl`` after the hour of the event's own time, and once it is gone
+    (expired here by hand: the window is days long) the event runs again. An event without a time
+    of its own (a value-level error) keeps the former record, ``d`` with the TTL."""
+    from wa_middleware import Error
+
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, dedupe_ttl=3 * 86400)
+    ran: list[str] = []
+
+    @wa.on_status()
+    def on_status(status: object) -> None:
+        ran.append("status")
+
+    @wa.on_error()
+    def on_error(error: Error) -> None:
+        ran.append("error")
+
+    stamp = int(time.time())
+    status = testing.status("delivered", message_id="wamid.W1", timestamp=str(stamp)).to_bytes()
+    error = testing.error(131000, "Something went wrong").to_bytes()
+    enqueuer = wa.sync_enqueuer()
+
+    def deliver(*bodies: bytes) -> None:
+        for body in bodies:
+            job = wa.core.finish({}, body)
+            enqueuer.enqueue(job.message_id, job.data)
+        drain(wa)
+
+    client = wa.broker.client
+    deliver(status, error)
+    assert sorted(ran) == ["error", "status"]
+    prefix = wa.keys.done_marks
+    sets = [k for k in client.scan_iter(f"{prefix}*") if k.count(b":") > prefix.count(":") + 1]
+    assert len(sets) == 1 and client.scard(sets[0]) == 1
+    hour = stamp // 3600
+    assert client.execute_command("PEXPIRETIME", sets[0]) == ((hour + 1) * 3600 + 3 * 86400) * 1000
+    assert not client.exists(wa.keys.idem("s:wamid.W1:delivered"))  # the claim is gone
+    (error_key,) = [k for k in client.scan_iter(wa.keys.idem("h:*"))]
+    assert list(client.hgetall(error_key).values()) == [b"d"]
+    assert 2 * 86400 * 1000 < client.pttl(error_key) <= 3 * 86400 * 1000
+
+    deliver(status, error)  # inside the window: both skipped
+    assert sorted(ran) == ["error", "status"]
+
+    for key in client.scan_iter(f"{prefix}*"):
+        client.pexpire(key, 1)  # the window ends
+    time.sleep(0.05)
+    deliver(status)
+    wa.close()
+    assert sorted(ran) == ["error", "status", "status"]

@@ -1,6 +1,7 @@
 """What makes two events "the same event", and which conversation an event belongs to.
 
-Idempotency keys (one Redis hash per event, one field per callback, kept ``dedupe_ttl`` seconds):
+Idempotency keys (the Redis hash of an event's claims while its callbacks run, and the base of
+their done-marks once they ran, `wa_middleware.worker.marks`):
 
 ===========  ================================================================
 event        key

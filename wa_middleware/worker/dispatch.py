@@ -33,6 +33,8 @@ from ..settings import WorkerSettings
 from .finish import PLAN_MESSAGE, Ops, plan_message, plan_own, plan_unit
 from .finisher import Finisher
 from .lease import Fenced, Lease
+from .marks import NO_MARK, Mark, mark_of
+from .scripts import plan_keys
 
 if TYPE_CHECKING:
     import dramatiq
@@ -58,6 +60,8 @@ class Unit:
     callback: Callback
     key: str
     lane: str
+    #: What remembers it once done (`marks.py`).
+    mark: Mark = NO_MARK
 
 
 class Dispatcher:
@@ -126,6 +130,7 @@ class Dispatcher:
         units = _Units()
         # Counted when the delivery runs, not here: a peeked batch may be planned by several workers.
         units.kinds = [event.kind for event in events]
+        now, ttl = time.time(), self.settings.dedupe_ttl
         for event in events:
             key: str | None = None
             for callback in self.registry.matching(event):
@@ -136,7 +141,8 @@ class Dispatcher:
                     conversation = conversation_key(event)
                     if conversation is not None:
                         lane = self.keys.lane(conversation)
-                units.append(Unit(f"{message_id}.{len(units)}", event, callback, key, lane))
+                mark = mark_of(event, key, callback.name, now=now, ttl=ttl)
+                units.append(Unit(f"{message_id}.{len(units)}", event, callback, key, lane, mark))
         return units
 
     def plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
@@ -163,9 +169,10 @@ class Dispatcher:
             out += plan_message(rid=rid, mid=message.message_id, count=len(units), group="")
             for unit in units:
                 data = self._unit_message(unit, 0, rid=unit.uid).encode() if unit.lane else b""
+                hour, shard, digest = unit.mark
                 out += plan_unit(
                     key=unit.key, field=unit.callback.name, lane=unit.lane, uid=unit.uid, data=data,
-                    stale=self._stale_arg(unit),
+                    stale=self._stale_arg(unit), hour=hour, shard=shard, digest=digest,
                 )  # fmt: skip
             return units
         out += plan_message(rid=rid, mid=message.message_id, count=-1, group="")
@@ -195,7 +202,7 @@ class Dispatcher:
         lease = self.lease
         bid = lease.broker_id
         k = self.keys
-        keys = [k.queue, k.acks(bid), k.heartbeats, k.stats, k.units, k.epoch]
+        keys = plan_keys(k, bid)
         args: list[Any] = [bid, self.ttl_ms, "1" if pop else "0", "1" if lease.fresh else "0", lease.epoch or ""]
         marks: list[int] = []
         units: list[list[Unit] | None] = []
@@ -336,7 +343,7 @@ class Dispatcher:
                 continue
             if outcome.state != "skipped":
                 metrics.callback_run(unit.callback.name, ok=True)
-            ops.done(unit.key, unit.callback.name)
+            ops.done(unit.key, unit.callback.name, unit.mark)
             if unit.lane:
                 ops.pop_lane(unit.lane, unit.uid)
         return ops
@@ -373,7 +380,8 @@ class Dispatcher:
             msgspec.msgpack.decode(data, type=_EVENT_TYPES[kind]),
             msgspec.msgpack.decode(ctx, type=EventContext),
         )
-        unit = Unit(message.message_id, event, callback, key, lane)
+        mark = mark_of(event, key, name, now=time.time(), ttl=self.settings.dedupe_ttl)
+        unit = Unit(message.message_id, event, callback, key, lane, mark)
         attempt = int(message.options.get("wa_attempt", 0))
         ops = Ops()
         for outcome in run_callbacks([unit], failures=self._failures, around=self.around):
@@ -383,7 +391,7 @@ class Dispatcher:
                 self._failed(unit, attempt, outcome.error, ops)
             else:
                 metrics.callback_run(name, ok=True)
-                ops.done(key, name)
+                ops.done(key, name, mark)
                 if lane:
                     ops.pop_lane(lane, unit.uid)
         self.finish(message, ops, chained=chained)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .marks import NO_MARK, Mark
+
 __all__ = [
     "FINISH_MESSAGE", "OPS", "PLAN_MESSAGE", "PLAN_OWN", "PLAN_UNIT", "Ops", "finish_message", "plan_message",
     "plan_own", "plan_unit",
@@ -17,8 +19,9 @@ __all__ = [
 
 #: FINISH operations: op code -> its fields.
 OPS: dict[str, tuple[str, ...]] = {
-    # The unit ran, stopped, or needs no run: remember it as done.
-    "done": ("key", "field"),
+    # The unit ran, stopped, or needs no run: remember it as done (its claim gives way to a
+    # done-mark, `marks.py`, or to "d" in the claim's hash when ``hour`` is "").
+    "done": ("key", "field", "hour", "shard", "digest"),
     # Its next try is the message ``next_rid`` (owned by unit id ``owner``), due at ``due`` (ms): it
     # waits in the retries set, never in a worker's memory.
     "retry": ("key", "field", "owner", "next_rid", "data", "due"),
@@ -38,8 +41,9 @@ FINISH_MESSAGE = ("rid", "acks", "bid", "take", "count")
 #: ``group``: "" or the batch the message will run in: the units of one conversation within one
 #: batch all run (in order, in that batch's thread) instead of waiting for each other in the lane.
 PLAN_MESSAGE = ("rid", "mid", "count", "group")
-#: PLAN: one unit of a delivery. ``stale``: "" or "<status progress key>|<rank>".
-PLAN_UNIT = ("key", "field", "lane", "uid", "data", "stale")
+#: PLAN: one unit of a delivery. ``stale``: "" or "<status progress key>|<rank>"; ``hour``,
+#: ``shard``, ``digest``: its done-mark (`marks.py`; ``hour`` "" for none).
+PLAN_UNIT = ("key", "field", "lane", "uid", "data", "stale", "hour", "shard", "digest")
 #: PLAN: a unit's own message (a retry, a lane head): its idempotency key, callback and lane.
 PLAN_OWN = ("key", "field", "lane")
 
@@ -91,8 +95,9 @@ class Ops(list[Any]):
         self.extend(record)
         self.n += 1
 
-    def done(self, key: str, field: str) -> None:
-        self.add("done", key=key, field=field)
+    def done(self, key: str, field: str, mark: Mark = NO_MARK) -> None:
+        hour, shard, digest = mark
+        self.add("done", key=key, field=field, hour=hour, shard=shard, digest=digest)
 
     def retry(self, key: str, field: str, owner: str, next_rid: str, data: bytes, due: int) -> None:
         self.add("retry", key=key, field=field, owner=owner, next_rid=next_rid, data=data, due=due)

@@ -16,6 +16,7 @@ from typing import Any
 from ..keys import KeyLayout
 from .finish import Ops, finish_message
 from .lease import Lease
+from .scripts import finish_keys
 
 __all__ = ["Finisher"]
 
@@ -37,7 +38,7 @@ class Finisher:
         """One result per record (``["ok", head, data, ...]``, ``["again"]`` or ``["gone"]``), or None
         when the worker stops while Redis stays out of reach."""
         k = self.keys
-        keys = [k.queue, k.messages, k.stats, k.units, k.dead_letters, k.dead_messages, k.heartbeats, k.retries]
+        keys = finish_keys(k)
         args: list[Any] = [int(time.time() * 1000), self.ttl_ms]
         for rid, bid, take, ops in records:
             args += finish_message(rid=rid, acks=k.acks(bid), bid=bid, take="1" if take else "0", count=ops.n)

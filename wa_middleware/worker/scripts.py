@@ -12,9 +12,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..keys import KeyLayout
+from . import marks
 from .finish import OPS, RECORDS
 
-__all__ = ["FINISH", "NAMES", "PEEK", "PLAN", "RECOVER", "REQUEUE", "Scripts", "load"]
+__all__ = ["FINISH", "NAMES", "PEEK", "PLAN", "RECOVER", "REQUEUE", "Scripts", "finish_keys", "load", "plan_keys"]
 
 _BIND = re.compile(r"^(\s*)--@bind (\w+)\s*$", re.MULTILINE)
 
@@ -46,6 +48,17 @@ def _arity(match: re.Match[str]) -> str:
     return f"{match.group(1)}local ARITY = {{{table}}}"
 
 
+_INCLUDE = re.compile(r"^--@include (\w+)\s*$", re.MULTILINE)
+_MARKS = re.compile(r"^--@marks\s*$", re.MULTILINE)
+
+
+def _include(match: re.Match[str]) -> str:
+    source = (Path(__file__).parent / "lua" / f"_{match.group(1)}.lua").read_text(encoding="utf-8")
+    # The done-marks' constants come from marks.py: one copy of each.
+    constants = f"local FANOUT, SPLIT_AT, MAX_LEVEL = {marks.FANOUT}, {marks.SPLIT_AT}, {marks.MAX_LEVEL}"
+    return _MARKS.sub(constants, source)
+
+
 def load(name: str, *, flags: bool = True) -> str:
     """The source of ``lua/<name>.lua`` with its bindings generated.
 
@@ -54,6 +67,7 @@ def load(name: str, *, flags: bool = True) -> str:
     source = (Path(__file__).parent / "lua" / f"{name}.lua").read_text(encoding="utf-8")
     if not flags and source.startswith("#!"):
         source = source.split("\n", 1)[1]
+    source = _INCLUDE.sub(_include, source)
     return _ARITY.sub(_arity, _NOW.sub(_now, _BIND.sub(_binding, source)))
 
 
@@ -63,6 +77,18 @@ PLAN = load("plan")
 FINISH = load("finish")
 RECOVER = load("recover")
 REQUEUE = load("requeue")
+
+
+def plan_keys(k: KeyLayout, broker_id: str) -> list[str]:
+    """The KEYS of PLAN, in the order ``plan.lua`` reads them."""
+    return [k.queue, k.acks(broker_id), k.heartbeats, k.stats, k.units, k.epoch, k.done_marks]
+
+
+def finish_keys(k: KeyLayout) -> list[str]:
+    """The KEYS of FINISH, in the order ``finish.lua`` reads them."""
+    return [
+        k.queue, k.messages, k.stats, k.units, k.dead_letters, k.dead_messages, k.heartbeats, k.retries, k.done_marks,
+    ]  # fmt: skip
 
 
 class Scripts:

@@ -3,13 +3,14 @@
 -- into one call), record what happened to its units, hand failures over, move lanes on, and ack it,
 -- atomically.
 --
--- KEYS: queue, messages hash, stats, units, dead letters, dead messages hash, heartbeats, retries.
+-- KEYS: queue, messages hash, stats, units, dead letters, dead messages hash, heartbeats, retries,
+-- the done-marks' prefix.
 -- ARGV: now ms (the dead letters' time), ttl ms, then per message its FINISH_MESSAGE record (as
 -- wa_middleware/worker/finish.py names its fields: the redis id to ack, "" for none; the acks of
 -- the process that took it; that process's broker id; take, "1" or "0"; the number of operations)
 -- followed by its operations, each an op code and its fields as finish.py's OPS names them (the
 -- bindings below are generated from those tables):
---   done   the unit ran (or needs no run)
+--   done   the unit ran (or needs no run): its claim gives way to a done-mark (or "d" without one)
 --   retry  its next try is owner's message, due at a time: stored, and waiting in the retries set
 --   dead   dead-lettered as message rid
 --   wait   an inline unit that now waits in its lane behind a failed one
@@ -26,7 +27,8 @@
 -- with the lane heads it took. Returns one result per message, in order.
 -- Allowed when Redis is out of memory (noeviction): finishing frees the message bodies.
 local queue, msgs, stats, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local xq, xmsgs, hb, retries = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local xq, xmsgs, hb, retries, DN = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+--@include marks
 local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 --@arity
 local results = {}
@@ -52,8 +54,13 @@ while i <= #ARGV do
       local op = ARGV[i]
       if op == "done" then
         --@bind done
-        redis.call("hset", key, field, "d")
-        redis.call("pexpire", key, ttl)
+        if hour ~= "" then
+          redis.call("hdel", key, field)
+          add_mark(hour, shard, digest, ttl)
+        else
+          redis.call("hset", key, field, "d")
+          redis.call("pexpire", key, ttl)
+        end
       elseif op == "retry" then
         --@bind retry
         redis.call("hset", key, field, "c|" .. owner)

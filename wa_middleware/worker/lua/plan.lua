@@ -2,7 +2,8 @@
 -- PLAN: take messages off the head of the queue (only while the head is the one expected) and
 -- claim their units, atomically, so conversation lanes follow the order of the queue exactly.
 --
--- KEYS: queue, acks (of this worker process), heartbeats, stats, units, epoch marker.
+-- KEYS: queue, acks (of this worker process), heartbeats, stats, units, epoch marker, the
+-- done-marks' prefix (marks.py: a unit done has no claim left in its hash, but a done-mark).
 -- ARGV: broker id, ttl ms, pop ("1": take from the queue head, "0": plan only), fresh ("1": the
 -- broker id is new, register it), the epoch marker's value as this process first saw it ("" if
 -- not seen yet), then per message its fields as wa_middleware/worker/finish.py's PLAN_MESSAGE
@@ -15,7 +16,8 @@
 -- worker's recovery) takes nothing: the error WAFENCED tells it to start afresh under a new id.
 -- Nothing is taken either from a Redis whose epoch marker is not the one seen (it lost its data,
 -- once-per-event records included): the error WALOST.
-local queue, acks, hb, stats, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local queue, acks, hb, stats, units, DN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7]
+--@include marks
 local bid, ttl, pop, fresh, epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 if epoch ~= "" and redis.call("get", KEYS[6]) ~= epoch then return redis.error_reply("WALOST") end
 if pop == "1" then
@@ -54,14 +56,19 @@ while i <= #ARGV do
     for u = 1, n do
       --@bind PLAN_UNIT
       local v = redis.call("hget", key, field)
+      if not v and hour ~= "" and marked(hour, shard, digest) then v = "d" end
       local r = "s"
       if not v and stale ~= "" then
         local sep = string.find(stale, "|", 1, true)
         local skey, rank = string.sub(stale, 1, sep - 1), tonumber(string.sub(stale, sep + 1))
         local seen = tonumber(redis.call("get", skey) or "0")
         if seen > rank then
-          redis.call("hset", key, field, "d")
-          redis.call("pexpire", key, ttl)
+          if hour ~= "" then
+            add_mark(hour, shard, digest, ttl)
+          else
+            redis.call("hset", key, field, "d")
+            redis.call("pexpire", key, ttl)
+          end
           redis.call("hincrby", stats, "stale_statuses", 1)
           v = "d"
           r = "t"
