@@ -93,3 +93,24 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert "PASS" in report or "FAIL" in report
     for plot in ("latency_percentiles.png", "throughput.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_short_soak_runs_every_event_once_and_writes_its_results(tmp_path: Path) -> None:
+    """The soak end to end (private Redis with AOF, uvicorn, a worker, the generator) for 4 s at a
+    low rate: what it reports is asserted for its shape and for what is not a time (every event ran
+    once, every answer a 200, memory per event and the keys left measured)."""
+    from benchmarks import soak
+
+    code = soak.main(["--minutes", "0.07", "--statuses", "90", "--messages", "10", "--processes", "1",
+                      "--threads", "2", "--out", str(tmp_path)])  # fmt: skip
+    (path,) = tmp_path.glob("soak-*.json")
+    result = json.loads(path.read_text())
+    assert code == 0
+    assert result["http"]["ok"] == result["http"]["sent"] > 0
+    callbacks = result["callbacks"]
+    assert callbacks["events_expected"] == callbacks["events_ran"] >= result["http"]["sent"]
+    assert callbacks["lag_samples"] > 0 and callbacks["lag_p99_ms"] is not None
+    assert result["memory"]["per_event"] is not None
+    assert any(":wa:dn" in kind for kind in result["memory"]["keys_left"])  # done-marks, not a hash per event
+    assert result["timeline"]["http"] and result["timeline"]["worker"]
+    assert list(tmp_path.glob("soak-*.png"))
