@@ -101,7 +101,7 @@ class Lua:
         ops: Ops,
         *,
         rid: str = "",
-        take: bool = False,
+        take: int = False,
         now: int | None = None,
         ttl: int = TTL,
         bid: str = BROKER,
@@ -109,14 +109,14 @@ class Lua:
         return self.finish_many([(ops, rid, take, bid)], now=now, ttl=ttl)[0]
 
     def finish_many(
-        self, messages: list[tuple[Ops, str, bool, str]], *, now: int | None = None, ttl: int = TTL
+        self, messages: list[tuple[Ops, str, int, str]], *, now: int | None = None, ttl: int = TTL
     ) -> list[Any]:
         """One FINISH call for a batch of messages (as the worker's `Finisher` coalesces them)."""
         k = self.keys
         keys = scripts.finish_keys(k)
         args: list[Any] = [now if now is not None else now_ms(), ttl]
         for ops, rid, take, bid in messages:
-            record = finish.finish_message(rid=rid, acks=k.acks(bid), bid=bid, take="1" if take else "0", count=ops.n)
+            record = finish.finish_message(rid=rid, acks=k.acks(bid), bid=bid, take=str(int(take)), count=ops.n)
             args += [*record, *ops]
         return self.scripts.finish(keys=keys, args=args)
 
@@ -634,7 +634,7 @@ def test_finish_pop_moves_the_lane_on(
         data = remaining.pop(enqueued)
         assert client.hget(keys.messages, enqueued) == data  # its body where the queue's are
         if take:
-            assert taken == [*OK, enqueued.encode(), data]
+            assert taken == [*OK, enqueued.encode(), data, []]
             assert lua.ack_set() == {enqueued.encode()}  # taken by this worker, as if fetched
             assert lua.queue() == [b"other"]
         else:
@@ -652,9 +652,56 @@ def test_finish_pop_hands_over_several_lanes_in_order(lua: Lua, keys: KeyLayout,
     ops = Ops()
     ops.pop_lane(a, "a1")
     ops.pop_lane(b, "b1")
-    assert lua.finish(ops, take=True) == [*OK, b"a2", b"m-a2", b"b2", b"m-b2"]
+    assert lua.finish(ops, take=True) == [*OK, b"a2", b"m-a2", [], b"b2", b"m-b2", []]
     assert lua.ack_set() == {b"a2", b"b2"}
     assert not client.exists(keys.units)
+
+
+def test_finish_hands_over_a_head_with_the_units_behind_it_read_ahead(
+    lua: Lua, keys: KeyLayout, client: redis.Redis
+) -> None:
+    """take k: the next head is taken (acks) and up to k - 1 units behind it are read, not taken; one
+    later call finishes the head and those units in lane order, each record taking the next over."""
+    lane = keys.lane("phone:user")
+    client.rpush(lane, "u1", "u2", "u3", "u4", "u5")
+    client.hset(keys.units, mapping={f"u{i}": f"m-u{i}".encode() for i in range(2, 6)})
+    ops = Ops()
+    ops.pop_lane(lane, "u1")
+    assert lua.finish(ops, take=3) == [*OK, b"u2", b"m-u2", [b"u3", b"m-u3", b"u4", b"m-u4"]]
+    assert lua.ack_set() == {b"u2"}  # only the head is taken
+    assert client.hkeys(keys.units) and sorted(client.hkeys(keys.units)) == [b"u3", b"u4", b"u5"]
+    # The run: u2 (the head), then u3 and u4, in one call; the last record hands u5 over.
+    run = []
+    for i, take in ((2, 1), (3, 1), (4, 16)):
+        ops = Ops()
+        ops.done(keys.idem(f"m:e{i}"), CB)
+        ops.pop_lane(lane, f"u{i}")
+        run.append((ops, f"u{i}", take, BROKER))
+    results = lua.finish_many(run)
+    assert results[-1] == [*OK, b"u5", b"m-u5", []]
+    assert all(r[0] == b"ok" for r in results)
+    assert lua.lane(lane) == [b"u5"]
+    assert lua.ack_set() == {b"u5"}
+    assert not client.exists(keys.units)
+    assert client.hkeys(keys.messages) == [b"u5"]  # the run's bodies are gone with their acks
+
+
+def test_a_run_whose_head_was_taken_over_applies_nothing(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
+    """If the process was presumed dead (its head requeued by a recovery), no record of the run applies:
+    the units behind the head are not moved on, and stay waiting in the lane for the new head's owner."""
+    lane = keys.lane("phone:user")
+    client.rpush(lane, "u2", "u3")
+    client.hset(keys.units, "u3", b"m-u3")
+    run = []
+    for i in (2, 3):
+        ops = Ops()
+        ops.done(keys.idem(f"m:e{i}"), CB)
+        ops.pop_lane(lane, f"u{i}")
+        run.append((ops, f"u{i}", 1, BROKER))
+    # u2 is not in our acks and our heartbeat is gone: fenced.
+    assert lua.finish_many(run) == [[b"gone"], [b"gone"]]
+    assert lua.lane(lane) == [b"u2", b"u3"]
+    assert client.hget(keys.units, "u3") == b"m-u3"
 
 
 @pytest.mark.parametrize(
@@ -794,7 +841,7 @@ def test_lane_head_is_handed_over_and_runs(lua: Lua, keys: KeyLayout, client: re
     assert lua.finish(ops_r2, rid="r2") == OK  # the delivery that queued it has nothing to run
     taken = lua.finish(ops, rid="r1", take=take)
     if take:
-        assert taken == [*OK, b"m2.0", b"unit m2.0"]
+        assert taken == [*OK, b"m2.0", b"unit m2.0", []]
         assert lua.ack_set() == {b"m2.0"}
         assert lua.queue() == []
     else:

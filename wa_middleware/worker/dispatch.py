@@ -360,6 +360,12 @@ class Dispatcher:
         self._run_unit(message)
 
     def _run_unit(self, message: dramatiq.Message[Any], chained: bool = False) -> None:
+        ops, _ = self._unit_ops(message)
+        self.finish(message, ops, chained=chained)
+
+    def _unit_ops(self, message: dramatiq.Message[Any]) -> tuple[Ops, bool]:
+        """Run a unit's own message; the FINISH operations of its outcome, and whether its lane
+        moves on (False while a failed ordered unit holds it for its retry)."""
         name, kind, data, ctx, key, lane = _unit_args(message)
         callback = self.registry.by_name.get(name)
         if callback is None:
@@ -373,8 +379,7 @@ class Dispatcher:
             ops.dead(key, name, message.message_id, rid, dead.encode())
             if lane:
                 ops.pop_lane(lane, message.message_id)
-            self.finish(message, ops, chained=chained)
-            return
+            return ops, True
         event = Event(
             kind,  # type: ignore[arg-type]
             msgspec.msgpack.decode(data, type=_EVENT_TYPES[kind]),
@@ -384,17 +389,18 @@ class Dispatcher:
         unit = Unit(message.message_id, event, callback, key, lane, mark)
         attempt = int(message.options.get("wa_attempt", 0))
         ops = Ops()
+        moved = True
         for outcome in run_callbacks([unit], failures=self._failures, around=self.around):
             if outcome.state == "failed":
                 assert outcome.error is not None
                 metrics.callback_run(name, ok=False)
-                self._failed(unit, attempt, outcome.error, ops)
+                moved = not self._failed(unit, attempt, outcome.error, ops)
             else:
                 metrics.callback_run(name, ok=True)
                 ops.done(key, name, mark)
                 if lane:
                     ops.pop_lane(lane, unit.uid)
-        self.finish(message, ops, chained=chained)
+        return ops, moved
 
     def finish(self, message: dramatiq.Message[Any], ops: Ops, *, chained: bool = False) -> None:
         """Record ``ops`` and ack ``message`` (FINISH), then run the lane heads it handed to this thread.
@@ -405,19 +411,28 @@ class Dispatcher:
         """
         self.finish_all([(message, ops)], chained=chained)
 
-    def finish_all(self, finished: list[tuple[dramatiq.Message[Any], Ops]], *, chained: bool = False) -> None:
+    def finish_all(
+        self, finished: list[tuple[dramatiq.Message[Any], Ops]], *, chained: bool = False, run: bool = False
+    ) -> list[Any]:
         """FINISH several messages in one script call (each fenced on its own), then run the lane
-        heads handed over to this thread."""
+        heads handed over to this thread.
+
+        :param run: ``finished`` is a run of one lane's consecutive units (`_run_chain`): each record
+            takes the next unit over as its lane's head (the next record finishes it in the same call)
+            and only the last one's hand-over is new work. The lane heads are then returned, not run.
+        """
         if not finished:
-            return
+            return []
         lease = self.lease
         budget = getattr(_chain, "budget", None)
-        take = budget is not None and budget > 0
+        take = AHEAD if budget is not None and budget > 0 else 0
         records = [(rid_of(message), lease.owner(rid_of(message)), take, ops) for message, ops in finished]
+        if run:
+            records = [(rid, bid, 1, ops) for rid, bid, _, ops in records[:-1]] + records[-1:]
         found = self.finisher.finish(records)
         results: list[list[Any] | None] = list(found) if found is not None else [None] * len(records)
-        heads: list[bytes] = []
-        for (rid, bid, _, _), result in zip(records, results, strict=True):
+        heads: list[Any] = []
+        for index, ((rid, bid, _, _), result) in enumerate(zip(records, results, strict=True)):
             if not chained:
                 self.acked.add(rid)  # the consumer that fetched it must not ack it again
             if result is None:
@@ -433,11 +448,14 @@ class Dispatcher:
                 )
                 continue
             taken = result[1:]
-            if taken:
-                lease.hold([head.decode() for head in taken[::2]], bid)
+            if taken and not (run and index < len(records) - 1):
+                lease.hold([head.decode() for head in taken[::3]], bid)
                 heads += taken
+        if run:
+            return heads
         if heads:
             self._run_chain(heads)
+        return []
 
     def _bury_ops(self, message: dramatiq.Message[Any]) -> Ops:
         ops = Ops()
@@ -475,8 +493,16 @@ class Dispatcher:
             logger.exception("wa-middleware: cannot tell the lanes of message %s", message.message_id)
         return []
 
-    def _run_chain(self, taken: list[bytes]) -> None:
-        """Run lane heads handed over by FINISH, in this thread, each finishing (and maybe handing over) in turn."""
+    def _run_chain(self, taken: list[Any]) -> None:
+        """Run the lane heads FINISH handed to this thread, each with the units queued right behind it.
+
+        ``taken`` holds (head id, head message, units ahead) triples: FINISH read up to `AHEAD` units
+        behind each head it handed over. Nobody else may run those before the head moves on, so this
+        thread runs the head and then them, in lane order, stopping at the first that holds the lane
+        (a failure waiting for its retry), and finishes the run in one FINISH call, whose records each
+        take the next unit over as head in turn: one round trip for up to `AHEAD` ordered units
+        instead of one each. What that call hands over next is run the same way.
+        """
         import dramatiq
 
         if getattr(_chain, "active", False):  # called from inside a chain: the outer loop runs them
@@ -486,24 +512,38 @@ class Dispatcher:
         _chain.pending = list(taken)
         try:
             while _chain.pending:
-                head, data = _chain.pending[0], _chain.pending[1]
-                del _chain.pending[:2]
-                _chain.budget -= 1
+                head, data, ahead = _chain.pending[:3]
+                del _chain.pending[:3]
+                run: list[tuple[dramatiq.Message[Any], Ops]] = []
+                moved = True
                 try:
-                    self.lease.ensure()
-                    self._run_unit(dramatiq.Message.decode(data), chained=True)
+                    for stored in (data, *ahead[1::2]):
+                        if run and (not moved or _chain.budget <= 0):
+                            break
+                        self.lease.ensure()
+                        message = dramatiq.Message.decode(stored)
+                        ops, moved = self._unit_ops(message)
+                        run.append((message, ops))
+                        _chain.budget -= 1
                 except BaseException as exc:
-                    # Not run to its finish (Redis trouble, a time limit, shutdown): give it and the
-                    # rest back to the queue, as dramatiq does with prefetched messages, rather than
-                    # leave them in our acks, where a live worker's heartbeat would keep them for ever.
-                    heads = [h.decode() for h in (head, *_chain.pending[::2])]
-                    _chain.pending = []
+                    # Not run to its finish (Redis trouble, a time limit, shutdown): record what ran,
+                    # and give the unit that did not and the rest back to the queue, as dramatiq does
+                    # with prefetched messages, rather than leave them in our acks, where a live
+                    # worker's heartbeat would keep them for ever.
+                    pending, _chain.pending = _chain.pending, []
                     if isinstance(exc, Fenced):
                         return  # dropped: what it held runs elsewhere
+                    heads = [h.decode() for h in pending[::3]]
+                    if run:  # the unit that failed is the head the run's FINISH hands over
+                        heads += [h.decode() for h in self.finish_all(run, chained=True, run=True)[::3]]
+                    else:
+                        heads.append(head.decode())
                     logger.exception("wa-middleware: a chained lane head failed; requeueing %d", len(heads))
                     self.lease.requeue(heads)
                     if not isinstance(exc, Exception):
                         raise
+                    continue
+                _chain.pending.extend(self.finish_all(run, chained=True, run=True))
         finally:
             _chain.active = False
 
@@ -573,6 +613,8 @@ _chain = threading.local()
 #: Lane heads one message may run back to back before the rest go through the queue again, so a
 #: thread is not kept by one busy conversation for ever.
 CHAIN_BUDGET = 32
+#: Units behind a lane head FINISH hands over that the same thread runs and finishes with it.
+AHEAD = 16
 
 
 class _Units(list[Unit]):

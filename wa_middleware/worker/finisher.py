@@ -34,14 +34,15 @@ class Finisher:
         self.keys = keys
         self.ttl_ms = ttl_ms
 
-    def finish(self, records: list[tuple[str, str, bool, Ops]]) -> list[list[Any]] | None:
-        """One result per record (``["ok", head, data, ...]``, ``["again"]`` or ``["gone"]``), or None
-        when the worker stops while Redis stays out of reach."""
+    def finish(self, records: list[tuple[str, str, int, Ops]]) -> list[list[Any]] | None:
+        """One result per record (``["ok", head, data, ahead, ...]``, ``["again"]`` or ``["gone"]``), or
+        None when the worker stops while Redis stays out of reach. A record's ``take``: how many units
+        of a lane it moves on it may hand over to this process (0: none, the next head is queued)."""
         k = self.keys
         keys = finish_keys(k)
         args: list[Any] = [int(time.time() * 1000), self.ttl_ms]
         for rid, bid, take, ops in records:
-            args += finish_message(rid=rid, acks=k.acks(bid), bid=bid, take="1" if take else "0", count=ops.n)
+            args += finish_message(rid=rid, acks=k.acks(bid), bid=bid, take=str(take), count=ops.n)
             args += ops
         result = self.lease.call(
             f"finish {len(records)} message(s)", lambda: self.lease.scripts.finish(keys=keys, args=args)

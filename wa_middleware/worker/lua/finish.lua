@@ -16,15 +16,19 @@
 --   wait   an inline unit that now waits in its lane behind a failed one
 --   pop    pop uid off the lane head; the next head's stored message is enqueued
 --   bury   move the message's own body to the dead letters (a message dramatiq rejected)
--- With take "1", a next head is not pushed on the queue but taken by the same process (put in its
--- acks, as if fetched) and returned: the worker runs it at once, saving a hop through the queue; if
--- the worker dies, recovery requeues it like anything else it had taken.
+-- With take k >= 1, a next head is not pushed on the queue but taken by the same process (put in its
+-- acks, as if fetched) and returned with the stored messages of up to k - 1 units right behind it
+-- (read, not taken: they stay waiting in their lane): the worker runs the head at once, saving a hop
+-- through the queue, and the units behind it after it, finishing them all in one later call whose
+-- records each take the next over in turn. If the worker dies, recovery requeues the head like
+-- anything else it had taken; the units behind it are still waiting in the lane.
 --
 -- Fenced and idempotent, message by message: a message's record applies only while it is still in
 -- the acks of the process that took it. Otherwise its result is {"again"} when that process is still
 -- alive (an earlier call whose reply was lost applied it) or {"gone"} when its lease was taken over
--- (it was requeued and runs elsewhere: this outcome must not count). Applied: {"ok", id, message, ...}
--- with the lane heads it took. Returns one result per message, in order.
+-- (it was requeued and runs elsewhere: this outcome must not count). Applied: {"ok", id, message,
+-- ahead, ...} with the lane heads it took, ahead being {id, message, ...} of the units behind each.
+-- Returns one result per message, in order.
 -- Allowed when Redis is out of memory (noeviction): finishing frees the message bodies.
 local queue, msgs, stats, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local xq, xmsgs, hb, retries, DN = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -49,7 +53,7 @@ while i <= #ARGV do
     end
   else
     local taken = {"ok"}
-    take = take == "1"
+    take = tonumber(take)
     for _ = 1, n do
       local op = ARGV[i]
       if op == "done" then
@@ -88,10 +92,20 @@ while i <= #ARGV do
             if stored then
               redis.call("hdel", units, head)
               redis.call("hset", msgs, head, stored)
-              if take then
+              if take > 0 then
                 redis.call("sadd", acks, head)
+                local ahead = {}
+                if take > 1 then
+                  for _, next_uid in ipairs(redis.call("lrange", lane, 1, take - 1)) do
+                    local next_data = redis.call("hget", units, next_uid)
+                    if not next_data then break end
+                    ahead[#ahead + 1] = next_uid
+                    ahead[#ahead + 1] = next_data
+                  end
+                end
                 taken[#taken + 1] = head
                 taken[#taken + 1] = stored
+                taken[#taken + 1] = ahead
               else
                 redis.call("rpush", queue, head)
               end
