@@ -38,7 +38,7 @@ def delivery(conversation: int, seq: int) -> bytes:
         sender=f"49151{conversation:08d}",
         name="Bench",
         id=f"wamid.B{conversation}.{seq}.{uuid.uuid4().hex[:8]}",
-        timestamp="1700000000",
+        timestamp=str(int(time.time())),
         phone_number_id="1000001",
     ).to_bytes()
 
