@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"wa_middleware": ROOT / "wa_middleware", "wa_middleware.adapters": ROOT / "adapters"}
 
 #: Module -> wing. The bottom holds small objects; the facade composes; the top uses it all.
-BOTTOM = {"_version", "errors", "settings", "keys", "logs", "metrics", "memory", "_loader"}
+BOTTOM = {"_version", "errors", "settings", "keys", "logs", "metrics", "memory", "_loader", "redis_url"}
 
 #: What each wing may import (itself always).
 ALLOWED = {

@@ -209,9 +209,9 @@ class QueueDepthCollector:
 
     def _redis(self) -> Any:
         if self._client is None:
-            import redis
+            from .redis_url import sync_client
 
-            self._client = redis.Redis.from_url(
+            self._client = sync_client(
                 self.webhook.broker_url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
             )
         return self._client

@@ -17,6 +17,7 @@ from .events.decode import Event, EventKind, decode_delivery
 from .events.filters import StrFilter, compile_filters
 from .events.run import pairs, run_all
 from .keys import KeyLayout
+from .redis_url import parse as parse_url
 from .settings import WorkerSettings
 from .web import routes
 from .web.auth import AllOf, Auth, BasicAuth, NoAuth
@@ -45,8 +46,9 @@ class Webhook:
         ``("user", "pass")``); a list of schemes means all of them (`AllOf`). Required: pass ``NoAuth()`` to accept
         unauthenticated deliveries knowingly.
     :param path: the path the middleware serves (``POST``; ``GET`` only for Meta's handshake).
-    :param broker_url: Redis URL of the dramatiq broker. None: ``WA_BROKER_URL``, else the
-        embedded Valkey server kept in ``data_dir``.
+    :param broker_url: Redis URL of the dramatiq broker: ``redis://``, ``rediss://`` (TLS),
+        ``unix://`` or ``redis+sentinel://`` (`wa_middleware.redis_url`). None: ``WA_BROKER_URL``,
+        else the embedded Valkey server kept in ``data_dir``.
     :param max_body_size: body cap in bytes; larger bodies get a 413.
     :param enqueue_timeout: seconds Redis has to acknowledge a delivery before the answer is a 503.
     :param body_timeout: seconds a client has to send the whole body (408 after that; WSGI: under gunicorn).
@@ -189,6 +191,8 @@ class Webhook:
         self.recording = Recording(self.keys.recorded, record_max_count, record_max_age) if record else None
         self.dev = dev if dev is not None else os.environ.get("WA_DEV", "") not in ("", "0", "false")
         self._broker_url = broker_url or os.environ.get("WA_BROKER_URL") or None
+        if self._broker_url is not None:
+            parse_url(self._broker_url)  # a mistake in it fails here, not at the first request
         self.core = Core(
             path=path,
             auth=auth,

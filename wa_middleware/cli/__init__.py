@@ -28,9 +28,16 @@ def _worker(args: argparse.Namespace) -> int:
     webhook = load_webhook(args.app, paths)  # fail here, with a clear message, rather than in every child
     import redis
 
+    from ..redis_url import permanent_error, redact
+
     try:
         webhook.runtime.dispatcher.lease.preflight()  # an evicting memory policy: one line, exit 2
-    except redis.RedisError as exc:  # not reachable yet: the workers wait for it
+    except redis.RedisError as exc:
+        reason = permanent_error(exc)
+        if reason is not None:  # refused credentials, a certificate: waiting would not help
+            print(f"wa-middleware: error: {redact(webhook.broker_url)}: {reason}", file=sys.stderr)
+            return 2
+        # Not reachable yet: the workers wait for it.
         print(f"wa-middleware: warning: cannot check Redis yet ({exc})", file=sys.stderr)
     os.environ[ENV_APP] = args.app
     os.environ[ENV_PATH] = os.pathsep.join(os.path.abspath(p) for p in paths)

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import redis
 
+from ..redis_url import sync_client
 from ..worker.encoder import MsgpackEncoder
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class DeadLetters:
         self.keys = keys
         self.queue = keys.queue
         self.xq = keys.dead_letters
-        self.client = redis.Redis.from_url(webhook.broker_url)
+        self.client = sync_client(webhook.broker_url)
 
     def close(self) -> None:
         self.client.close()

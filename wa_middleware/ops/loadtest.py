@@ -1372,12 +1372,13 @@ class QueueWatch:
     def __init__(self, broker_url: str, keys: KeyLayout, *, interval: float = 0.5, timeout: float = 2.0) -> None:
         import redis
 
+        from ..redis_url import sync_client
         from ..worker.encoder import MsgpackEncoder
 
         self.keys = keys
         self.interval = interval
         self._decode = MsgpackEncoder().decode
-        self._client = redis.Redis.from_url(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client = sync_client(broker_url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -97,13 +97,13 @@ def replay(
     Through the one callback loop (`wa_middleware.events.run`): a failure is reported and the
     replay goes on; `StopPropagation` holds as in the worker.
     """
-    import redis as redis_module
+    from ..redis_url import sync_client
 
     registry = webhook.registry
     if callback is not None and callback not in registry.by_name:
         known = ", ".join(sorted(registry.by_name)) or "none"
         raise ConfigurationError(f"no callback named {callback!r} (registered: {known})")
-    client = redis_module.Redis.from_url(webhook.broker_url)
+    client = sync_client(webhook.broker_url)
     report = ReplayReport()
     since_ms = int((time.time() - since_seconds) * 1000)
     names = None if callback is None else {callback}

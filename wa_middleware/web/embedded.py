@@ -23,6 +23,7 @@ from pathlib import Path
 import redis
 
 from ..errors import ConfigurationError
+from ..redis_url import sync_client
 
 __all__ = ["DEFAULT_DATA_DIR", "ensure_server", "server_url", "stop_server"]
 
@@ -57,7 +58,7 @@ def _free_port() -> int:
 
 
 def _alive(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = sync_client(url, socket_timeout=0.5, socket_connect_timeout=0.5)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -134,7 +135,7 @@ def stop_server(data_dir: str | os.PathLike[str] = DEFAULT_DATA_DIR) -> bool:
     url = server_url(data_dir)
     if url is None:
         return False
-    client = redis.Redis.from_url(url, socket_timeout=2)
+    client = sync_client(url, socket_timeout=2)
     with contextlib.suppress(redis.ConnectionError):
         client.shutdown(nosave=True)
     client.close()

@@ -18,8 +18,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-import redis.asyncio as aredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -28,6 +26,7 @@ from .. import metrics
 from ..errors import QueueUnavailable
 from ..keys import KeyLayout
 from ..memory import memory_report, policy_error
+from ..redis_url import async_client, sync_client
 
 __all__ = ["AsyncEnqueuer", "Recording", "SyncEnqueuer"]
 
@@ -148,7 +147,7 @@ class AsyncEnqueuer:
     ) -> None:
         self._recording = recording
         self._guard = _Guard(replicas, timeout)
-        self._client = aredis.Redis.from_url(
+        self._client = async_client(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -289,7 +288,7 @@ class SyncEnqueuer:
         self._recording = recording
         self._write_timeout = timeout / 2
         self._guard = _Guard(replicas, timeout / 2)
-        self._client = redis.Redis.from_url(
+        self._client = sync_client(
             url,
             # Connect and reply share the write's budget, so one write never takes more than
             # _write_timeout, and a thread handed the lead with that much left keeps its bound.

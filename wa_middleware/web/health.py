@@ -159,6 +159,10 @@ class HealthCheck:
     def __init__(self, source: EnqueuerSource | str, *, timeout: float = 1.0) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if isinstance(source, str):
+            from ..redis_url import parse
+
+            parse(source)  # a mistake in the URL fails here, not as an unhealthy report
         self.source = source
         self.timeout = timeout
         self._sync: Any = None
@@ -169,11 +173,12 @@ class HealthCheck:
 
     def _sync_client(self) -> Any:
         if self._sync is None:
-            import redis
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
-            self._sync = redis.Redis.from_url(
+            from ..redis_url import sync_client
+
+            self._sync = sync_client(
                 self._url(),
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
@@ -185,11 +190,12 @@ class HealthCheck:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
         if client is None:
-            import redis.asyncio as aredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            client = aredis.Redis.from_url(
+            from ..redis_url import async_client
+
+            client = async_client(
                 self._url(),
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,

@@ -21,6 +21,7 @@ from dramatiq.errors import ConnectionClosed
 
 from ..events.callbacks import Registry
 from ..keys import KeyLayout
+from ..redis_url import sync_client
 from ..settings import WorkerSettings
 from ._dramatiq import RedisConsumer
 from .dispatch import BATCH, Dispatcher, rid_of
@@ -218,7 +219,7 @@ class Runtime:
         self.settings = settings
         self.dispatcher = Dispatcher(registry=registry, settings=settings, keys=keys)
         broker = WebhookBroker(
-            url=url,
+            client=sync_client(url),
             namespace=keys.namespace,
             dispatcher=self.dispatcher,
             heartbeat_timeout=int(settings.recovery_timeout * 1000),
