@@ -210,7 +210,7 @@ def test_a_web_process_does_not_load_the_worker_side(redis_url: str) -> None:
 
 def test_the_lua_scripts_ship_with_the_package() -> None:
     lua = sorted(p.name for p in (ROOT / "wa_middleware" / "worker" / "lua").glob("*.lua"))
-    assert lua == ["finish.lua", "peek.lua", "plan.lua", "recover.lua", "requeue.lua"]
+    assert lua == ["_marks.lua", "finish.lua", "peek.lua", "plan.lua", "recover.lua", "requeue.lua"]
 
 
 def test_the_checks_see_what_they_must() -> None:
