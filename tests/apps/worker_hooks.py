@@ -6,11 +6,14 @@ never interleave) to ``$WA_EVENTS``. ``WA_SLEEP_MS`` makes callbacks sleep a ran
 tries of those, ``WA_FAIL_ALWAYS`` makes ``on_text`` fail on those while the file
 ``$WA_EVENTS.broken`` exists, ``WA_SLOW`` makes ``on_text`` sleep ``WA_SLOW_S`` (3) s on those (to be
 killed in the middle), ``WA_BASE_EXCEPTION`` makes ``on_text`` raise a BaseException (not a callback
-failure: dramatiq itself rejects the message) on those while ``$WA_EVENTS.broken`` exists.
+failure: dramatiq itself rejects the message) on those while ``$WA_EVENTS.broken`` exists,
+``WA_HOLD_GIL`` makes ``on_text`` hold the GIL for ``WA_HOLD_GIL_S`` (6) s on the first try of
+those (a C call that never releases it: no other thread of the process runs meanwhile).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import random
@@ -42,6 +45,8 @@ _FAIL_ALWAYS = set(filter(None, os.environ.get("WA_FAIL_ALWAYS", "").split(","))
 _SLOW = set(filter(None, os.environ.get("WA_SLOW", "").split(",")))
 _SLOW_S = float(os.environ.get("WA_SLOW_S", "3"))
 _BASE = set(filter(None, os.environ.get("WA_BASE_EXCEPTION", "").split(",")))
+_HOLD_GIL = set(filter(None, os.environ.get("WA_HOLD_GIL", "").split(",")))
+_HOLD_GIL_S = float(os.environ.get("WA_HOLD_GIL_S", "6"))
 
 
 class Escaped(BaseException):
@@ -82,6 +87,9 @@ def on_text(message: Message, ctx: EventContext) -> None:
     _nap()
     if body in _SLOW or message.id in _SLOW:
         time.sleep(_SLOW_S)
+    if (body in _HOLD_GIL or message.id in _HOLD_GIL) and tries == 1:
+        # libc's usleep through ctypes.PyDLL keeps the GIL (CDLL would release it).
+        ctypes.PyDLL(None).usleep(int(_HOLD_GIL_S * 1_000_000))
     if (body in _BASE or message.id in _BASE) and os.path.exists(os.environ["WA_EVENTS"] + ".broken"):
         log(cb="on_text", phase="fail", id=message.id, body=body, conv=conversation, attempt=tries)
         raise Escaped("escaping the callback's error handling on purpose")

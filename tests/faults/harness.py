@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -115,3 +116,60 @@ def analyze(
         if first_seen != [mid for mid in ids if mid in set(first_seen)]:
             out.order_violations.append(conv)
     return out
+
+
+def overlaps(lines: list[dict[str, Any]], deaths: dict[int, float], callback: str = "on_text") -> list[str]:
+    """Runs of ``callback`` in one conversation that overlap in time (wall clock, one machine).
+
+    A run lasts from its ``start`` line to its ``end`` or ``fail`` line in the same process. A run with
+    neither ends when its process died (``deaths``: pid -> time of death, as observed), or never if
+    its process did not die (it may still be running)."""
+    runs: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    open_runs: dict[tuple[int, str], dict[str, Any]] = {}
+    for line in lines:
+        if line["cb"] != callback or "conv" not in line:
+            continue
+        run = (line["pid"], line["id"])
+        if line["phase"] == "start":
+            open_runs[run] = line
+        elif run in open_runs:
+            start = open_runs.pop(run)
+            runs[start["conv"]].append((start["t"], line["t"], f"{line['id']}@{line['pid']}"))
+    for (pid, mid), start in open_runs.items():
+        runs[start["conv"]].append((start["t"], deaths.get(pid, float("inf")), f"{mid}@{pid} (cut short)"))
+    found = []
+    for conv, spans in runs.items():
+        spans.sort()
+        latest, last = -float("inf"), ""  # the run that ends last among those started so far
+        for start, end, name in spans:
+            if start < latest:
+                found.append(f"{conv}: {name} started {latest - start:.3f} s before {last} ended")
+            if end > latest:
+                latest, last = end, name
+    return found
+
+
+class DeathWatch:
+    """Notes when a process (not a child of ours: a dramatiq worker process) dies: a zombie or gone,
+    polled every 5 ms, so the time noted is at most that late (a cautious end for `overlaps`)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.died: float | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                state = "gone"
+            if state in ("Z", "X", "gone"):
+                self.died = time.time()
+                return
+            time.sleep(0.005)
+
+    def wait(self, timeout: float) -> float | None:
+        self._thread.join(timeout)
+        return self.died

@@ -9,12 +9,13 @@ ordered conversation, unless the row says otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import pytest
 
 from tests.conftest import APPS, RedisServer, wait_until
 from tests.faults.conftest import add_row
-from tests.faults.harness import post, read_log, text_delivery
+from tests.faults.harness import DeathWatch, overlaps, post, read_log, text_delivery
 from tests.faults.proxy import RedisProxy, sha1_of
 from wa_middleware.worker import scripts
 
@@ -87,8 +88,13 @@ def row(name: str, answered: int, ids: list[str], lines: list[dict[str, Any]], *
 
 def test_clean_restart_while_a_delivery_finishes(spawn, aof: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Item 1: Redis restarts (AOF, nothing lost) while an ordered unit that fails once finishes: its
-    FINISH (with its retry) waits for Redis and lands; the conversation goes on, in order, once each."""
-    env = env_for(aof.url, tmp_path, WA_ORDERED="1", WA_SLOW="wamid.RS0", WA_SLOW_S="2", WA_FAIL_TWICE="wamid.RS0")
+    FINISH (with its retry) waits for Redis and lands; the conversation goes on, in order, once each.
+
+    recovery_timeout 8 s: the outage (~3 s) stays below the watchdog's 6.4 s (0.8 x 8), which would
+    kill a worker cut off from Redis longer than that with an ordered callback in flight (the row
+    `test_redis_outage_mid_ordered_callback_kills_the_worker`)."""
+    env = env_for(aof.url, tmp_path, WA_ORDERED="1", WA_SLOW="wamid.RS0", WA_SLOW_S="2", WA_FAIL_TWICE="wamid.RS0",
+                  WA_RECOVERY_TIMEOUT="8")  # fmt: skip
     server = spawn.uvicorn("worker_app:app", **env)
     spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)
     log = Path(env["WA_EVENTS"])
@@ -160,39 +166,126 @@ def test_retry_in_backoff_survives_a_reconnect(spawn, aof: RedisServer, tmp_path
     assert (result["processed"], result["duplicates"], result["lost"]) == (1, 0, 0)
 
 
-def test_paused_worker_is_fenced(spawn, redis_server: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Item 4: a worker paused (SIGSTOP) past the recovery timeout while it runs one delivery and holds
-    others is presumed dead; another takes over. Once resumed, it runs none of what it held, records
-    nothing, and the conversation's deliveries each end once, in order."""
-    env = env_for(redis_server.url, tmp_path, WA_ORDERED="1", WA_SLOW="wamid.PZ0", WA_SLOW_S="1.5")
+def stalled_mid_ordered_callback(  # type: ignore[no-untyped-def]
+    spawn,
+    tmp_path: Path,
+    redis_url: str,
+    ids: list[str],
+    stall: Callable[[int], None],
+    *,
+    worker_url: str | None = None,
+    **extra: str,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One worker process stalls (``stall(pid)``) in the middle of the ordered callback of ``ids[0]``,
+    the rest of its conversation held behind it; a survivor starts. The watchdog must SIGKILL the
+    stalled process before its lease can be taken over: no two runs of the conversation overlap, and
+    the survivor runs everything, once each, in order. Returns the log and the measured figures."""
+    env = env_for(redis_url, tmp_path, WA_ORDERED="1", **extra)
     server = spawn.uvicorn("worker_app:app", **env)
-    spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)
+    stalled = spawn.worker(
+        "worker_hooks:wa", processes=1, threads=2, **dict(env, WA_BROKER_URL=worker_url or redis_url)
+    )
     log = Path(env["WA_EVENTS"])
-    ids = [f"wamid.PZ{i}" for i in range(6)]
     answered = post_all(server.url, ids)
-    first = wait_until(lambda: [x for x in read_log(log) if x["id"] == "wamid.PZ0" and x["phase"] == "start"], 60)
-    paused = first[0]["pid"]
-    os.kill(paused, signal.SIGSTOP)
-    try:
-        spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)  # the survivor
-        time.sleep(7)  # > recovery_timeout * 7/6 and the survivor runs the conversation
-    finally:
-        os.kill(paused, signal.SIGCONT)
+    first = wait_until(lambda: [x for x in read_log(log) if x["id"] == ids[0] and x["phase"] == "start"], 60)
+    pid = first[0]["pid"]
+    death = DeathWatch(pid)
+    stalled_at = time.time()
+    stall(pid)
+    spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)  # the survivor
+    died = death.wait(10)
+    assert died is not None, "the stalled worker process was not killed"
     lines = settle(log, ids, timeout=60)
-    time.sleep(2)  # the resumed worker's chance to run anything twice
-    lines = read_log(log)
-    survivor_ends = [x["id"] for x in lines if x["phase"] == "end" and x["cb"] == "on_text" and x["pid"] != paused]
-    paused_starts = [x["id"] for x in lines if x["phase"] == "start" and x["pid"] == paused]
-    result = row(
-        "worker SIGSTOPped 7 s (recovery_timeout 2 s)", answered, ids, lines,
-        paused_started=paused_starts, survivor_ended=len(survivor_ends),
-    )  # fmt: skip
-    # The paused worker started only the delivery it was in; everything ran to its end on the survivor
-    # once, in order. The paused worker's own run of PZ0 may end after it resumes (documented: a
-    # callback already running when its process froze is not stopped), and counts for nothing.
-    assert paused_starts == ["wamid.PZ0"]
-    assert sorted(survivor_ends) == sorted(ids) and [i for i in survivor_ends if i in ids] == ids
-    assert result["lost"] == 0 and all(ends(lines, mid) == 1 for mid in ids[1:])
+    assert stalled.proc is not None
+    code = stalled.proc.wait(30)  # dramatiq's main process, once its one worker process died
+    output = stalled.log.read_text()
+    rerun = min(x["t"] for x in lines if x["id"] == ids[0] and x["phase"] == "start" and x["pid"] != pid)
+    figures = {
+        "stall_to_kill_s": round(died - stalled_at, 2), "kill_to_rerun_s": round(rerun - died, 2),
+        "worker_exit": code, "cut_short": 1,
+    }  # fmt: skip
+    # Killed by its watchdog, which said so on the command's stderr; the command then exits 1 (dramatiq's
+    # RET_KILLED: its main process stops the others and exits when one worker process dies). Its own
+    # "exited unexpectedly (code -9)" line is not asserted: its log thread may stop before writing it.
+    assert f"wa-middleware watchdog: worker {pid} held an ordered callback without a heartbeat" in output
+    assert code == 1
+    # Before the lease could be taken over: within KILL_AT x recovery_timeout (1.6 s) of the last
+    # heartbeat's send, which came at most recovery_timeout / 6 before the stall (and a watchdog STEP).
+    assert died - stalled_at < 2.0, figures
+    assert overlaps(lines, {pid: died}) == []
+    stalled_starts = [x["id"] for x in lines if x["phase"] == "start" and x["pid"] == pid]
+    survivor_ends = [x["id"] for x in lines if x["phase"] == "end" and x["cb"] == "on_text" and x["pid"] != pid]
+    assert stalled_starts == [ids[0]]  # it was cut short in the one callback it was in
+    assert survivor_ends == ids  # all of them on the survivor, once each, in order
+    return lines, row_of(answered, ids, lines, figures)
+
+
+def row_of(answered: int, ids: list[str], lines: list[dict[str, Any]], figures: dict[str, Any]) -> dict[str, Any]:
+    counts = [ends(lines, mid) for mid in ids]
+    return {"answered_200": answered, "processed": sum(1 for c in counts if c),
+            "duplicates": sum(c - 1 for c in counts if c > 1), "lost": counts.count(0), **figures}  # fmt: skip
+
+
+def test_paused_worker_is_killed_by_its_watchdog(spawn, redis_server: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Item 4: a worker SIGSTOPped (and left stopped 7 s, past recovery_timeout 2 s) in the middle of
+    an ordered callback, the rest of its conversation held: its watchdog kills it before its lease can
+    be taken over; the survivor runs the conversation, in order, never beside the stopped run."""
+    ids = [f"wamid.PZ{i}" for i in range(6)]
+    paused: list[int] = []
+
+    def stop(pid: int) -> None:
+        paused.append(pid)
+        os.kill(pid, signal.SIGSTOP)
+
+    try:
+        _, result = stalled_mid_ordered_callback(
+            spawn, tmp_path, redis_server.url, ids, stop, WA_SLOW="wamid.PZ0", WA_SLOW_S="1.5"
+        )
+    finally:
+        for pid in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    add_row(row="worker SIGSTOPped mid ordered callback (recovery_timeout 2 s)", **result)
+    assert (result["processed"], result["duplicates"], result["lost"]) == (6, 0, 0)
+
+
+def test_callback_holding_the_gil_is_killed_by_its_watchdog(spawn, redis_server: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Item 4: an ordered callback holds the GIL for 6 s (a C call that never releases it): no thread of
+    its process heartbeats meanwhile, the watchdog (another process) kills it; the survivor reruns it."""
+    ids = [f"wamid.GL{i}" for i in range(4)]
+    _, result = stalled_mid_ordered_callback(
+        spawn, tmp_path, redis_server.url, ids, lambda pid: None, WA_HOLD_GIL="wamid.GL0", WA_HOLD_GIL_S="6"
+    )
+    add_row(row="ordered callback holding the GIL 6 s (recovery_timeout 2 s)", **result)
+    assert (result["processed"], result["duplicates"], result["lost"]) == (4, 0, 0)
+
+
+def test_worker_cut_off_from_redis_is_killed_by_its_watchdog(spawn, redis_server: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Item 4: the worker's connections to Redis freeze (the proxy holds every byte) while it runs a 4 s
+    ordered callback that needs no Redis: without the kill it would end 2 s into its rerun elsewhere."""
+    ids = [f"wamid.CO{i}" for i in range(4)]
+    with RedisProxy(redis_server.port) as proxy:
+        try:
+            _, result = stalled_mid_ordered_callback(
+                spawn, tmp_path, redis_server.url, ids, lambda pid: proxy.freeze(),
+                worker_url=proxy.url, WA_SLOW="wamid.CO0", WA_SLOW_S="4",
+            )  # fmt: skip
+        finally:
+            proxy.thaw()
+    add_row(row="worker cut off from Redis mid ordered callback (recovery_timeout 2 s)", **result)
+    assert (result["processed"], result["duplicates"], result["lost"]) == (4, 0, 0)
+
+
+def test_redis_outage_mid_ordered_callback_kills_the_worker(spawn, aof: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Item 4, the price: Redis restarted (down 2.5 s, longer than 0.8 x recovery_timeout 2 s) while an
+    ordered callback runs. The worker cannot tell an outage from being cut off alone, so its watchdog
+    kills it; a worker that had nothing in flight reruns the unit once Redis is back."""
+    ids = [f"wamid.RO{i}" for i in range(4)]
+    _, result = stalled_mid_ordered_callback(
+        spawn, tmp_path, aof.url, ids, lambda pid: restart(aof, down=2.5), WA_SLOW="wamid.RO0", WA_SLOW_S="4"
+    )
+    add_row(row="Redis down 2.5 s mid ordered callback (recovery_timeout 2 s)", **result)
+    assert (result["processed"], result["duplicates"], result["lost"]) == (4, 0, 0)
 
 
 def test_evicting_memory_policy_is_refused(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

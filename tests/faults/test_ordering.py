@@ -96,6 +96,8 @@ def test_conversations_in_order(case: str, spawn, redis_url: str, namespace: str
     assert outcome.overlaps == []
     assert outcome.order_violations == []
     assert outcome.processed == total
+    # Healthy workers busy with ordered callbacks are never killed by their watchdog.
+    assert "wa-middleware watchdog" not in "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
     if case == "fail-twice":
         assert outcome.failures == 2
     # The other (ordered too) callback ran once per message.

@@ -16,6 +16,7 @@ from tests.conftest import RedisServer
 from wa_middleware.keys import KeyLayout
 from wa_middleware.worker import lease as lease_module
 from wa_middleware.worker.lease import Fenced, Lease
+from wa_middleware.worker.watchdog import Watchdog
 
 TIMEOUT = 10.0  # seconds without a heartbeat after which a process is presumed dead
 DEAD_TTL = 3_600_000
@@ -300,3 +301,71 @@ def test_losing_all_data_halts_at_the_first_heartbeat(lease: Lease, client: redi
     with pytest.raises(Fenced):
         lease.heartbeat()
     assert halts(lease) != []
+
+
+# -- the watchdog's side (watchdog.py; its process is tested in test_watchdog.py) -----------------
+
+
+class RecordingWatchdog(Watchdog):
+    """A watchdog whose process never starts (it would watch this test process): records what the
+    lease tells it; ``enter`` answers from ``answers``."""
+
+    def __init__(self, *answers: bool) -> None:
+        super().__init__(TIMEOUT)
+        self.answers = list(answers)
+        self.calls: list[str] = []
+        self.sent: list[float] = []
+
+    def landed(self, sent: float) -> None:
+        self.sent.append(sent)
+
+    def enter(self) -> bool:
+        self.calls.append("enter")
+        return self.answers.pop(0)
+
+    def leave(self) -> None:
+        self.calls.append("leave")
+
+    def fenced(self) -> None:
+        self.calls.append("fenced")
+
+
+def test_a_landed_heartbeat_tells_the_watchdog_when_it_was_sent(lease: Lease) -> None:
+    dog = lease.watchdog = RecordingWatchdog()
+    before = time.monotonic()
+    lease.heartbeat()
+    assert len(dog.sent) == 1 and before <= dog.sent[0] <= time.monotonic()
+
+
+def test_an_ordered_callback_waits_for_a_heartbeat_when_the_last_leaves_no_time(
+    lease: Lease, client: redis.Redis, keys: KeyLayout
+) -> None:
+    lease.heartbeat()
+    dog = lease.watchdog = RecordingWatchdog(False, True)
+    with lease.ordered():
+        dog.calls.append("callback")
+    assert dog.calls == ["enter", "enter", "callback", "leave"]
+    assert len(dog.sent) == 1  # the heartbeat between the two tries, unarmed
+
+
+def test_fenced_before_an_ordered_callback_starts(lease: Lease, client: redis.Redis, keys: KeyLayout) -> None:
+    lease.heartbeat()
+    dog = lease.watchdog = RecordingWatchdog(False)
+    client.zrem(keys.heartbeats, lease.broker_id)  # taken over meanwhile
+    with pytest.raises(Fenced, match="presumed dead before an ordered callback started"), lease.ordered():
+        dog.calls.append("callback")
+    assert dog.calls == ["enter", "fenced"]  # never armed, never run
+
+
+def test_fencing_tells_the_watchdog(lease: Lease) -> None:
+    lease.heartbeat()
+    dog = lease.watchdog = RecordingWatchdog()
+    lease.fence(lease.broker_id)
+    assert dog.calls == ["fenced"]
+
+
+def test_without_a_watchdog_an_ordered_callback_just_runs(lease: Lease) -> None:
+    ran = []
+    with lease.ordered():
+        ran.append(1)
+    assert ran == [1]

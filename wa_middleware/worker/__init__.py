@@ -16,6 +16,7 @@ import dramatiq
 from .._loader import import_object
 from ..errors import ConfigurationError
 from .encoder import install
+from .watchdog import Watchdog
 
 __all__ = ["ENV_APP", "ENV_PATH", "EXIT_HALTED", "WorkerApp", "load_app", "setup"]
 
@@ -53,6 +54,11 @@ def setup() -> None:
     broker = webhook.broker
     lease = broker.dispatcher.lease
     lease.preflight()
+    # Ordered callbacks never run without the process that kills this one before its lease can be
+    # taken over (watchdog.py): one that cannot start fails the start too.
+    watchdog = Watchdog(lease.timeout, on_broken=lease.halt)
+    watchdog.start()
+    lease.watchdog = watchdog
     lease.heartbeat()  # a recovery that cannot run fails the start, not a later warning
     # A worker that must stop (Redis lost its data, an evicting memory policy) exits: dramatiq's
     # main process then stops the other workers and exits with this code.

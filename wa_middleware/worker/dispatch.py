@@ -14,8 +14,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -330,7 +330,7 @@ class Dispatcher:
             blocked = set()
         planned = [unit for unit, step in zip(units, plan, strict=True) if step == "r"]
         held = (lambda unit: unit.lane in blocked) if any(unit.lane for unit in planned) else None
-        for outcome in run_callbacks(planned, failures=self._failures, hold=held, around=self.around):
+        for outcome in run_callbacks(planned, failures=self._failures, hold=held, around=self._around()):
             unit = outcome.item
             if outcome.state == "held":
                 ops.wait(unit.key, unit.callback.name, unit.uid, self._unit_message(unit, 0, rid=unit.uid).encode())
@@ -390,7 +390,7 @@ class Dispatcher:
         attempt = int(message.options.get("wa_attempt", 0))
         ops = Ops()
         moved = True
-        for outcome in run_callbacks([unit], failures=self._failures, around=self.around):
+        for outcome in run_callbacks([unit], failures=self._failures, around=self._around()):
             if outcome.state == "failed":
                 assert outcome.error is not None
                 metrics.callback_run(name, ok=False)
@@ -401,6 +401,21 @@ class Dispatcher:
                 if lane:
                     ops.pop_lane(lane, unit.uid)
         return ops, moved
+
+    def _around(self) -> Callable[[Unit], AbstractContextManager[Any]] | None:
+        """What is entered around each callback: the facade's `around`, and in a process with a watchdog
+        the lease's guard of an ordered unit (`Lease.ordered`: it never overlaps its rerun elsewhere)."""
+        return self.around if self.lease.watchdog is None else self._guarded
+
+    def _guarded(self, unit: Unit) -> AbstractContextManager[Any]:
+        if self.around is None:
+            return self.lease.ordered() if unit.lane else nullcontext()
+        return self._ordered(unit, self.around) if unit.lane else self.around(unit)
+
+    @contextmanager
+    def _ordered(self, unit: Unit, around: Callable[[Unit], AbstractContextManager[Any]]) -> Iterator[None]:
+        with self.lease.ordered(), around(unit):
+            yield
 
     def finish(self, message: dramatiq.Message[Any], ops: Ops, *, chained: bool = False) -> None:
         """Record ``ops`` and ack ``message`` (FINISH), then run the lane heads it handed to this thread.

@@ -18,6 +18,9 @@ the GIL, a stalled VM):
   handed over and nothing is acked in its name: the copy that runs elsewhere is the only one that counts.
 * **The lease.** A process knows, on its own monotonic clock, until when its last heartbeat
   protects it; before it starts a message after that, it heartbeats first (and learns it was fenced).
+* **The watchdog** (`watchdog.py`, in ``wa-middleware worker`` processes): a process of its own that
+  SIGKILLs this one before its lease can be taken over while an ordered callback is in flight, so that
+  callback never overlaps its rerun elsewhere (`ordered`).
 * **Reconciling.** What Redis says the process holds (its acks) is compared with what it knows it
   holds; a message it does not know of two heartbeats in a row (a reply lost after a fetch or a
   finish that handed over a lane head) goes back to the queue.
@@ -30,7 +33,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
@@ -38,6 +42,9 @@ from ..errors import ConfigurationError
 from ..keys import KeyLayout
 from ..memory import policy_error
 from .scripts import Scripts
+
+if TYPE_CHECKING:
+    from .watchdog import Watchdog
 
 __all__ = ["TRANSIENT", "Fenced", "Lease"]
 
@@ -81,6 +88,8 @@ class Lease:
         self.halted: str | None = None
         #: Called once with the reason when the worker halts (the worker entry makes it exit).
         self.on_halt: Callable[[str], None] | None = None
+        #: The watchdog of this process (set by the worker entry; None elsewhere: dev mode, tests).
+        self.watchdog: Watchdog | None = None
         self.fresh = True  # the current broker id is not registered yet
         self.epoch: str | None = None
         self._until = 0.0  # monotonic time until which the last heartbeat protects this process
@@ -113,6 +122,8 @@ class Lease:
         with self._lock:
             self.fresh = False
             self._until = max(self._until, sent + self.timeout * 0.9)
+        if self.watchdog is not None:
+            self.watchdog.landed(sent)
 
     def valid(self) -> bool:
         return time.monotonic() < self._until
@@ -121,6 +132,14 @@ class Lease:
         """Make sure the lease still holds before starting a message; raises `Fenced` if not."""
         if not self.valid():
             self.heartbeat()
+
+    def ordered(self) -> AbstractContextManager[None]:
+        """Around an ordered callback: armed in the watchdog while it runs, started only while the last
+        heartbeat leaves time before the watchdog's kill (else heartbeat first, unarmed).
+
+        :raises Fenced: (on entering) this process was presumed dead meanwhile: the unit runs elsewhere.
+        """
+        return _Ordered(self, self.watchdog) if self.watchdog is not None else nullcontext()
 
     # -- Redis calls -------------------------------------------------------------------------
 
@@ -214,6 +233,8 @@ class Lease:
             "off from Redis); what it held runs on other workers and is dropped here; going on as %s",
             self.timeout, self.broker_id,
         )  # fmt: skip
+        if self.watchdog is not None:
+            self.watchdog.fenced()
 
     def _check_epoch(self, epoch: str, created: bool) -> None:
         if self.epoch is None:
@@ -280,3 +301,26 @@ class Lease:
             for rid in rids:
                 self._strikes.pop(rid, None)
         return count
+
+
+class _Ordered:
+    """`Lease.ordered` with a watchdog (a class, not a generator: it is entered around every ordered
+    callback)."""
+
+    __slots__ = ("lease", "watchdog")
+
+    def __init__(self, lease: Lease, watchdog: Watchdog) -> None:
+        self.lease = lease
+        self.watchdog = watchdog
+
+    def __enter__(self) -> None:
+        while not self.watchdog.enter():
+            try:
+                self.lease.heartbeat()
+            except Fenced:
+                if self.lease.halted:
+                    raise
+                raise Fenced("presumed dead before an ordered callback started: it runs elsewhere, not here") from None
+
+    def __exit__(self, *exc: object) -> None:
+        self.watchdog.leave()

@@ -63,6 +63,8 @@ class Recovery(Middleware):
             self._stop.wait(interval)
 
     def tick(self) -> None:
-        """One heartbeat with recovery, then reconciling."""
+        """One heartbeat with recovery, then reconciling (and the watchdog started again if it died)."""
+        if self.lease.watchdog is not None:
+            self.lease.watchdog.check()
         self.lease.heartbeat()
         self.lease.reconcile()
