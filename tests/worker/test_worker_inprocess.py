@@ -231,3 +231,29 @@ def test_lane_heads_behind_a_busy_one_run_in_order_and_finish_together(
     assert ran == ids
     # One call per lane head and the units behind it (one each: 60 deliveries took 49 calls before).
     assert len(calls) < len(ids) // 3, calls
+
+
+def test_batches_pack_conversations_and_keep_each_together() -> None:
+    """Under load a fetch's deliveries go to batches of at most 16: one conversation's deliveries in
+    one batch while they fit (in order, one thread), several conversations in one batch."""
+    from types import SimpleNamespace
+
+    from wa_middleware.worker.dispatch import BATCH, _groups
+
+    def delivery(lane: str) -> tuple[Any, list[Any]]:
+        return SimpleNamespace(actor_name="wa.dispatch"), [SimpleNamespace(lane=lane)]
+
+    lanes = [f"lane:{i % 20}" for i in range(128)] + ["lane:big"] * 40 + [""] * 8  # + unordered ones
+    fetched = [delivery(lane) for lane in lanes]
+    groups = _groups([m for m, _ in fetched], [u for _, u in fetched], 8, "wa.dispatch")
+    sizes: dict[str, int] = {}
+    for group in groups:
+        sizes[group] = sizes.get(group, 0) + 1
+    assert "" not in sizes and max(sizes.values()) <= BATCH
+    assert len(sizes) <= -(-len(lanes) // BATCH) + 3  # full batches, not one per conversation
+    by_lane: dict[str, set[str]] = {}
+    for lane, group in zip(lanes, groups, strict=True):
+        by_lane.setdefault(lane, set()).add(group)
+    assert all(len(found) == 1 for lane, found in by_lane.items() if lane.startswith("lane:") and lane != "lane:big")
+    assert len(by_lane["lane:big"]) == 3  # 40 deliveries: chunks of 16
+    assert _groups([m for m, _ in fetched[:4]], [u for _, u in fetched[:4]], 8, "wa.dispatch") == [""] * 4

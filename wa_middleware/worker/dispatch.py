@@ -650,32 +650,36 @@ def _groups(
     messages: list[dramatiq.Message[Any]], units: list[list[Unit] | None], slots: int, dispatch_actor: str
 ) -> list[str]:
     """The batch of each fetched message ("" for none): enough batches for ``slots`` work items, at most
-    `BATCH` deliveries each, the deliveries of one conversation together while they fit."""
+    `BATCH` deliveries each.
+
+    The deliveries of one conversation go to one batch while they fit (else to consecutive chunks of
+    `BATCH`): in one batch they run one after the other in its thread, where split between threads
+    the later ones would wait in the lane for the earlier. Several conversations share a batch, so
+    that ordered deliveries make batches as full as unordered ones (a batch per conversation made
+    three times as many FINISH calls over 20 conversations).
+    """
     deliveries = sum(
         1 for m, u in zip(messages, units, strict=True) if u is not None and m.actor_name == dispatch_actor
     )
     size = min(BATCH, -(-deliveries // max(slots, 1))) if slots else 1
     if size <= 1:
         return [""] * len(messages)
-    out: list[str] = []
-    counts: dict[str, int] = {}
-    by_lane: dict[str, str] = {}
-    filler = ""
-    for message, message_units in zip(messages, units, strict=True):
+    by_lane: dict[str, list[int]] = {}  # in the order of their first delivery
+    for index, (message, message_units) in enumerate(zip(messages, units, strict=True)):
         if message_units is None or message.actor_name != dispatch_actor:
-            out.append("")
             continue
-        lane = next((unit.lane for unit in message_units if unit.lane), "")
-        group = by_lane.get(lane, "") if lane else filler
-        if not group or counts[group] >= size:
-            group = f"g{len(counts)}"
-            counts[group] = 0
-            if lane:
-                by_lane[lane] = group
-            else:
-                filler = group
-        counts[group] += 1
-        out.append(group)
+        lane = next((unit.lane for unit in message_units if unit.lane), "") or f"\0{index}"  # unordered: alone
+        by_lane.setdefault(lane, []).append(index)
+    out = [""] * len(messages)
+    group, filled = -1, size
+    for indices in by_lane.values():
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            if filled + len(chunk) > size:
+                group, filled = group + 1, 0
+            for index in chunk:
+                out[index] = f"g{group}"
+            filled += len(chunk)
     return out
 
 
