@@ -1370,3 +1370,19 @@ def test_done_marks_cost_under_24_bytes_an_event(lua: Lua, keys: KeyLayout, clie
     assert not [k for k in left if b":idem:" in k]
     used = sum(int(client.memory_usage(k, samples=0) or 0) for k in left)
     assert used / n <= 24, f"{used / n:.1f} bytes an event"
+
+
+def test_a_mark_of_the_hour_it_was_written_is_found_over_the_whole_window(
+    lua: Lua, keys: KeyLayout, client: redis.Redis
+) -> None:
+    """Events without a time of their own are marked in the hour they ran ("w<hour>"); a lookup from a
+    later hour checks back over the window's hours (a window of 3 hours here)."""
+    ttl = 3 * 3_600_000
+    e1 = keys.idem("h:e1")
+    ops = Ops()
+    ops.done(e1, CB, (f"w{HOUR - 1}", 9, "-77"))
+    assert lua.finish(ops, ttl=ttl) == OK
+    assert client.smembers(f"{keys.done_marks}w{HOUR - 1}:0:0") == {b"-77"}
+    for later in (HOUR - 1, HOUR, HOUR + 2):
+        assert lua.plan(delivery("r", "m", unit(e1, "m.0", mark=(f"w{later}", 9, "-77"))), ttl=ttl) == ["s"], later
+    assert lua.plan(delivery("r", "m", unit(e1, "m.0", mark=(f"w{HOUR + 3}", 9, "-77"))), ttl=ttl) == ["r"]  # past it

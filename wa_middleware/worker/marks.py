@@ -14,9 +14,11 @@ that no set outgrows the intset encoding (Redis's ``set-max-intset-entries``, 51
 level ``j`` of an hour has ``FANOUT ** j`` sets, a mark goes to the deepest level of its hour,
 and a lookup checks every level (a handful of binary searches, inside the PLAN script).
 
-Events without a usable timestamp (errors, other changes, a documentation placeholder, a time
-far in the future or older than the window) keep the former form, ``d`` in the ``idem:`` hash
-with a TTL: rare, and correct on their own.
+Events without a usable timestamp (value-level errors, other changes, a documentation placeholder,
+a time far in the future or older than the window) are bucketed by the hour they are planned in
+(``w<hour>``) instead, and a lookup checks every such hour of the window: as many lookups as the
+window has hours, for events that are rare. ``NO_MARK`` (the former form, ``d`` in the hash with a
+TTL) is only what the scripts still read from a Redis written by an earlier version.
 
 Two different units share a mark only if their 64-bit digests collide within one hour's
 buckets; at 3,300 events/s (12 million an hour) that is a chance of about 4 in a million per
@@ -53,12 +55,14 @@ def mark_of(event: Event, key: str, callback: str, *, now: float, ttl: float) ->
     :param now: the worker's time (seconds); only decides whether the event's own time is usable.
     :param ttl: the once-per-event window (seconds).
     """
-    seconds = _event_time(event)
-    if seconds is None or seconds > now + _AHEAD or seconds + ttl < now + 3600:
-        return NO_MARK
     digest = hashlib.blake2b(f"{key}\x00{callback}".encode(), digest_size=8).digest()
     value = int.from_bytes(digest, "big", signed=True)
-    return (str(seconds // 3600), value & ((1 << _SHARD_BITS) - 1), str(value))
+    seconds = _event_time(event)
+    if seconds is None or seconds > now + _AHEAD or seconds + ttl < now + 3600:
+        hour = f"w{int(now) // 3600}"  # no time of its own to go by: the hour it is planned in
+    else:
+        hour = str(seconds // 3600)
+    return (hour, value & ((1 << _SHARD_BITS) - 1), str(value))
 
 
 def _event_time(event: Event) -> int | None:

@@ -14,7 +14,7 @@ local function mark_level(hour)
   end
   return level
 end
-local function marked(hour, shard, digest)
+local function marked_in(hour, shard, digest)
   shard = tonumber(shard)
   local width = 1
   for level = 0, mark_level(hour) do
@@ -25,12 +25,22 @@ local function marked(hour, shard, digest)
   end
   return false
 end
+-- An hour "w<n>" is the hour a mark was written in (events without a time of their own): a lookup
+-- checks every such hour of the window, back from n.
+local function marked(hour, shard, digest, ttl)
+  if string.byte(hour, 1) ~= 119 then return marked_in(hour, shard, digest) end
+  local base = tonumber(string.sub(hour, 2))
+  for h = base, base - math.ceil(ttl / 3600000), -1 do
+    if marked_in("w" .. h, shard, digest) then return true end
+  end
+  return false
+end
 local function add_mark(hour, shard, digest, ttl)
   local level = mark_level(hour)
   local set = DN .. hour .. ":" .. level .. ":" .. (tonumber(shard) % (FANOUT ^ level))
   if redis.call("sadd", set, digest) == 1 then
     local size = redis.call("scard", set)
-    local expire_at = (tonumber(hour) + 1) * 3600000 + ttl
+    local expire_at = ((tonumber(hour) or tonumber(string.sub(hour, 2))) + 1) * 3600000 + ttl
     if size == 1 then redis.call("pexpireat", set, expire_at) end
     if size >= SPLIT_AT and level < MAX_LEVEL then
       redis.call("set", DN .. hour, level + 1)

@@ -56,7 +56,7 @@ while i <= #ARGV do
     for u = 1, n do
       --@bind PLAN_UNIT
       local v = redis.call("hget", key, field)
-      if not v and hour ~= "" and marked(hour, shard, digest) then v = "d" end
+      if not v and hour ~= "" and marked(hour, shard, digest, ttl) then v = "d" end
       local r = "s"
       if not v and stale ~= "" then
         local sep = string.find(stale, "|", 1, true)
