@@ -104,10 +104,6 @@ class KeyLayout:
         """Hash ``unit id -> encoded message`` of ordered units waiting in a lane."""
         return f"{self.prefix}:units"
 
-    def status_progress(self, message_id: str) -> str:
-        """The highest status rank taken for one outgoing message (``skip_stale_statuses``)."""
-        return f"{self.prefix}:st:{message_id}"
-
     @property
     def stats(self) -> str:
         """Hash of counters: ``duplicates``, ``dead_lettered``, ``stale_statuses``."""

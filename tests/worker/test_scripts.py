@@ -371,8 +371,15 @@ def test_plan_replanning_a_queued_unit_does_not_push_it_again(lua: Lua, keys: Ke
     assert lua.lane(lane) == [b"m0.0", b"m1.0"]
 
 
+def progress(rank: int, message_id: str = "wamid.out", hour: int | None = None) -> str:
+    """The ``stale`` argument of a status of ``rank`` (marks.progress_arg), its own time now."""
+    from wa_middleware.worker.marks import progress_arg
+
+    return progress_arg(message_id, rank, 4, str(HOUR if hour is None else hour), now=time.time())
+
+
 @pytest.mark.parametrize(
-    ("ranks", "expected", "stale", "progress"),
+    ("ranks", "expected", "stale", "progress_rank"),
     [
         pytest.param([1, 2, 3], ["r", "r", "r"], 0, 3, id="in-order"),
         pytest.param([1, 3, 2], ["r", "r", "t"], 1, 3, id="lower-after-higher"),
@@ -388,43 +395,54 @@ def test_plan_stale_statuses(
     ranks: list[int],
     expected: list[str],
     stale: int,
-    progress: int,
+    progress_rank: int,
 ) -> None:
-    skey = keys.status_progress("wamid.out")
     results, fields = [], []
     for n, rank in enumerate(ranks):
         key = keys.idem(f"status:wamid.out:{n}")
         fields.append(key)
-        results += lua.plan(delivery(f"r{n}", f"m{n}", unit(key, f"m{n}.0", stale=f"{skey}|{rank}")))
+        results += lua.plan(delivery(f"r{n}", f"m{n}", unit(key, f"m{n}.0", stale=progress(rank), mark=mark(n))))
     assert results == expected
     assert lua.stat("stale_statuses") == stale
-    assert int(client.get(skey)) == progress
-    assert_ttl(client, skey)
+    # The progress reached: a status just below it is stale now, one at it is not.
+    below = delivery("rb", "mb", unit(keys.idem("status:below"), "mb.0", stale=progress(progress_rank - 1)))
+    at = delivery("ra", "ma", unit(keys.idem("status:at"), "ma.0", stale=progress(progress_rank)))
+    assert lua.plan(below) == ["t"] and lua.plan(at) == ["r"]
     for key, result, n in zip(fields, results, range(len(ranks)), strict=True):
         if result == "t":
-            assert lua.field(key) == b"d"  # marked done: a redelivery skips it too
-            assert_ttl(client, key)
+            assert lua.field(key) is None  # marked done: a redelivery skips it too
+            assert lua.plan(delivery(f"x{n}", f"x{n}", unit(key, f"x{n}.0", mark=mark(n)))) == ["s"]
         else:
             assert lua.field(key) == f"c|m{n}".encode()
 
 
+def test_a_later_status_in_a_later_hour_still_makes_an_earlier_one_stale(lua: Lua, keys: KeyLayout) -> None:
+    """The read of two hours ago marks its rank in its own hour; a delivered of three hours ago,
+    arriving after it, looks in every hour from its own to now and finds it."""
+    week = 7 * 86_400_000
+    read, delivered = keys.idem("status:read"), keys.idem("status:delivered")
+    assert lua.plan(delivery("r1", "m1", unit(read, "m1.0", stale=progress(3, hour=HOUR - 2))), ttl=week) == ["r"]
+    later = delivery("r2", "m2", unit(delivered, "m2.0", stale=progress(2, hour=HOUR - 3)))
+    assert lua.plan(later, ttl=week) == ["t"]
+    # Another message's progress is its own.
+    other = delivery("r3", "m3", unit(keys.idem("status:other"), "m3.0", stale=progress(2, "wamid.other", HOUR - 3)))
+    assert lua.plan(other, ttl=week) == ["r"]
+
+
 def test_plan_stale_status_only_checked_when_unclaimed(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
-    skey = keys.status_progress("wamid.out")
     delivered, read = keys.idem("status:delivered"), keys.idem("status:read")
-    first = delivery("r1", "m1", unit(delivered, "m1.0", stale=f"{skey}|2"))
+    first = delivery("r1", "m1", unit(delivered, "m1.0", stale=progress(2)))
     assert lua.plan(first) == ["r"]
-    assert lua.plan(delivery("r2", "m2", unit(read, "m2.0", stale=f"{skey}|3"))) == ["r"]
+    assert lua.plan(delivery("r2", "m2", unit(read, "m2.0", stale=progress(3)))) == ["r"]
     # The redelivery of the first, already claimed by it, still runs it: stale is decided once.
     assert lua.plan(first) == ["r"]
     assert lua.stat("stale_statuses") == 0
-    assert int(client.get(skey)) == 3
 
 
 def test_plan_stale_status_is_not_counted_as_a_duplicate(lua: Lua, keys: KeyLayout) -> None:
-    skey = keys.status_progress("wamid.out")
     read, delivered = keys.idem("status:read"), keys.idem("status:delivered")
-    assert lua.plan(delivery("r1", "m1", unit(read, "m1.0", stale=f"{skey}|3"))) == ["r"]
-    assert lua.plan(delivery("r2", "m2", unit(delivered, "m2.0", stale=f"{skey}|2"))) == ["t"]
+    assert lua.plan(delivery("r1", "m1", unit(read, "m1.0", stale=progress(3)))) == ["r"]
+    assert lua.plan(delivery("r2", "m2", unit(delivered, "m2.0", stale=progress(2)))) == ["t"]
     assert lua.stat("stale_statuses") == 1
     assert lua.stat("duplicates") == 0
 
@@ -1324,12 +1342,11 @@ def test_marks_split_into_deeper_levels_and_are_all_found(lua: Lua, keys: KeyLay
 
 
 def test_a_stale_status_with_a_mark_is_marked_done(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
-    progress = keys.status_progress("wamid.1")
     read, delivered = keys.idem("s:wamid.1:read"), keys.idem("s:wamid.1:delivered")
-    assert lua.plan(delivery("r1", "m1", unit(read, "m1.0", stale=f"{progress}|3", mark=mark(1)))) == ["r"]
-    assert lua.plan(delivery("r2", "m2", unit(delivered, "m2.0", stale=f"{progress}|2", mark=mark(2)))) == ["t"]
+    assert lua.plan(delivery("r1", "m1", unit(read, "m1.0", stale=progress(3, "wamid.1"), mark=mark(1)))) == ["r"]
+    assert lua.plan(delivery("r2", "m2", unit(delivered, "m2.0", stale=progress(2, "wamid.1"), mark=mark(2)))) == ["t"]
     assert not client.exists(delivered)
-    assert lua.plan(delivery("r3", "m3", unit(delivered, "m3.0", stale=f"{progress}|2", mark=mark(2)))) == ["s"]
+    assert lua.plan(delivery("r3", "m3", unit(delivered, "m3.0", stale=progress(2, "wamid.1"), mark=mark(2)))) == ["s"]
 
 
 def test_a_failed_unit_keeps_its_claim_until_its_retry_is_done(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:

@@ -259,3 +259,32 @@ def test_batches_pack_conversations_and_keep_each_together() -> None:
     assert all(len(found) == 1 for lane, found in by_lane.items() if lane.startswith("lane:") and lane != "lane:big")
     assert len(by_lane["lane:big"]) == 3  # 40 deliveries: chunks of 16
     assert _groups([m for m, _ in fetched[:4]], [u for _, u in fetched[:4]], 8, "wa.dispatch") == [""] * 4
+
+
+def test_stale_statuses_are_skipped_through_the_worker(redis_url: str, namespace: str) -> None:
+    """``skip_stale_statuses=True``: a "delivered" arriving after the "read" of the same message is
+    skipped (counted as stale); another message's "delivered" runs; no key per message is left."""
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, skip_stale_statuses=True)
+    ran: list[str] = []
+
+    @wa.on_status()
+    def on_status(status: Any) -> None:
+        ran.append(f"{status.id}:{status.status}")
+
+    now = int(time.time())
+    enqueuer = wa.sync_enqueuer()
+    for status, mid, stamp in (
+        ("read", "wamid.S1", now),
+        ("delivered", "wamid.S1", now - 5),
+        ("delivered", "wamid.S2", now),
+    ):
+        job = wa.core.finish({}, testing.status(status, message_id=mid, timestamp=str(stamp)).to_bytes())
+        enqueuer.enqueue(job.message_id, job.data)
+        drain(wa)
+    client = wa.broker.client
+    left = [k for k in client.scan_iter(f"{wa.namespace}:*") if b":st:" in k or b":idem:" in k]
+    stats = wa.stats()
+    wa.close()
+    assert ran == ["wamid.S1:read", "wamid.S2:delivered"]
+    assert stats.get("stale_statuses") == 1
+    assert left == []

@@ -33,7 +33,7 @@ from ..settings import WorkerSettings
 from .finish import PLAN_MESSAGE, Ops, plan_message, plan_own, plan_unit
 from .finisher import Finisher
 from .lease import Fenced, Lease
-from .marks import NO_MARK, Mark, mark_of
+from .marks import NO_MARK, Mark, mark_of, progress_arg
 from .scripts import plan_keys
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ _encode = msgspec.msgpack.Encoder().encode
 
 #: The statuses that follow one another; others (failed, deleted...) are never skipped as stale.
 STATUS_RANKS = {"sent": 1, "delivered": 2, "read": 3, "played": 4}
+_TOP_RANK = max(STATUS_RANKS.values())
 
 
 @dataclass(slots=True)
@@ -188,7 +189,9 @@ class Dispatcher:
         if not self.skip_stale_statuses or not isinstance(data, Status) or not data.id:
             return ""
         rank = STATUS_RANKS.get(data.status or "")
-        return "" if rank is None else f"{self.keys.status_progress(data.id)}|{rank}"
+        if rank is None:
+            return ""
+        return progress_arg(data.id, rank, _TOP_RANK, unit.mark[0], now=time.time())
 
     def plan(self, messages: list[dramatiq.Message[Any]], *, pop: bool, slots: int = 0) -> list[str]:
         """Claim the units of ``messages``; with ``pop``, also take them off the queue head.

@@ -31,7 +31,7 @@ import hashlib
 
 from ..events.decode import Event
 
-__all__ = ["FANOUT", "MAX_LEVEL", "NO_MARK", "SPLIT_AT", "Mark", "mark_of"]
+__all__ = ["FANOUT", "MAX_LEVEL", "NO_MARK", "SPLIT_AT", "Mark", "mark_of", "progress_arg"]
 
 #: (hour, shard bits, digest): the hour is "" when the unit keeps the former form.
 Mark = tuple[str, int, str]
@@ -55,14 +55,38 @@ def mark_of(event: Event, key: str, callback: str, *, now: float, ttl: float) ->
     :param now: the worker's time (seconds); only decides whether the event's own time is usable.
     :param ttl: the once-per-event window (seconds).
     """
-    digest = hashlib.blake2b(f"{key}\x00{callback}".encode(), digest_size=8).digest()
-    value = int.from_bytes(digest, "big", signed=True)
+    value = _digest(f"{key}\x00{callback}")
     seconds = _event_time(event)
     if seconds is None or seconds > now + _AHEAD or seconds + ttl < now + 3600:
         hour = f"w{int(now) // 3600}"  # no time of its own to go by: the hour it is planned in
     else:
         hour = str(seconds // 3600)
     return (hour, value & ((1 << _SHARD_BITS) - 1), str(value))
+
+
+def progress_arg(message_id: str, rank: int, top: int, hour: str, *, now: float) -> str:
+    """PLAN's ``stale`` argument for a status of rank ``rank`` (of ``1..top``) of message
+    ``message_id``, whose own time is in ``hour`` ("" when it has no usable time: never stale).
+
+    A status records that its message reached its rank with a done-mark of ``p:<message id>:<rank>``
+    in the bucket of its own hour. A status is stale when a mark of a higher rank is in any hour
+    from its own to now: the later status happened after it (its time is not earlier), so that is
+    where its mark is. Usually an hour or two of buckets; at most the window's. A message's
+    progress costs one 8-byte mark per status, where a key per message cost about 166 bytes.
+    """
+    if not hour or hour.startswith("w"):
+        return ""
+
+    def pair(r: int) -> str:
+        value = _digest(f"p:{message_id}:{r}")
+        return f"{value & ((1 << _SHARD_BITS) - 1)}:{value}"
+
+    higher = ",".join(pair(r) for r in range(rank + 1, top + 1))
+    return f"{hour}|{int(now) // 3600}|{pair(rank)}|{higher}"
+
+
+def _digest(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _event_time(event: Event) -> int | None:

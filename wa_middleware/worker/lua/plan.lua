@@ -7,7 +7,7 @@
 -- ARGV: broker id, ttl ms, pop ("1": take from the queue head, "0": plan only), fresh ("1": the
 -- broker id is new, register it), the epoch marker's value as this process first saw it ("" if
 -- not seen yet), then per message its fields as wa_middleware/worker/finish.py's PLAN_MESSAGE
--- names them, and:
+-- names them (``stale``: "" or marks.progress_arg's), and:
 --   n >= 0 (a delivery): n units, each as PLAN_UNIT names them
 --   n == -1 (a unit's own message): one PLAN_OWN record
 -- Returns one string per message taken: per unit "r" (run now, by this message), "q" (waits in
@@ -59,10 +59,22 @@ while i <= #ARGV do
       if not v and hour ~= "" and marked(hour, shard, digest, ttl) then v = "d" end
       local r = "s"
       if not v and stale ~= "" then
-        local sep = string.find(stale, "|", 1, true)
-        local skey, rank = string.sub(stale, 1, sep - 1), tonumber(string.sub(stale, sep + 1))
-        local seen = tonumber(redis.call("get", skey) or "0")
-        if seen > rank then
+        -- A status of a message: stale if a higher rank of that message is marked in any hour from
+        -- its own to now (marks.progress_arg); else it records its own rank reached.
+        local own_hour, now_hour, own, higher = string.match(stale, "^([^|]*)|([^|]*)|([^|]*)|(.*)$")
+        local first = tonumber(own_hour)
+        local last = math.max(first, tonumber(now_hour))
+        local newer = false
+        for s, d in string.gmatch(higher, "(%d+):(%-?%d+)") do
+          for h = first, last do
+            if marked_in(tostring(h), s, d) then
+              newer = true
+              break
+            end
+          end
+          if newer then break end
+        end
+        if newer then
           if hour ~= "" then
             add_mark(hour, shard, digest, ttl)
           else
@@ -72,8 +84,9 @@ while i <= #ARGV do
           redis.call("hincrby", stats, "stale_statuses", 1)
           v = "d"
           r = "t"
-        elseif rank > seen then
-          redis.call("set", skey, rank, "px", ttl)
+        else
+          local s, d = string.match(own, "^(%d+):(%-?%d+)$")
+          add_mark(own_hour, s, d, ttl)
         end
       end
       if not v then
