@@ -12,6 +12,7 @@ from wa_middleware import metrics
 from wa_middleware.errors import ConfigurationError, PayloadError, RequestTimeout, WebhookError
 from wa_middleware.web import routes
 from wa_middleware.web.core import parse_content_length
+from wa_middleware.web.deadline import deadline
 from wa_middleware.webhook import Webhook
 
 if TYPE_CHECKING:
@@ -31,6 +32,12 @@ MISPLACED = (
     "Litestar(..., plugins=[WebhookPlugin(wa)]) (from wa_middleware.adapters.litestar), or wrap the whole app "
     "from outside: app = WebhookMiddleware(Litestar(...), webhook=wa)"
 )
+
+
+#: Header names as the core wants them (``str``, lower case), by their bytes: a server sends the same
+#: dozen names over and over. Bounded, since the names are the client's to choose.
+_NAMES: dict[bytes, str] = {}
+_MAX_NAMES = 256
 
 
 class WebhookMiddleware:
@@ -79,8 +86,14 @@ class WebhookMiddleware:
     async def _handle(self, scope: Scope, receive: Receive) -> Response:
         core = self.core
         headers: dict[str, str] = {}
+        names = _NAMES
         for raw_name, raw_value in scope["headers"]:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            name = names.get(raw_name)
+            if name is None:
+                name = raw_name.decode("latin-1").lower()
+                if len(names) < _MAX_NAMES:
+                    names[raw_name] = name
+            value = raw_value.decode("latin-1")
             # Repeated headers are joined as WSGI servers join them, so both adapters see the same
             # thing (and a repeated credential is malformed, not "the last one wins").
             headers[name] = f"{headers[name]},{value}" if name in headers else value
@@ -104,30 +117,44 @@ class WebhookMiddleware:
         few seconds would hold the request open for ever): ``core.body_timeout``, or the tighter
         ``core.signed_body_timeout`` when only a signature, checked on the body, can authenticate it.
         """
+        if sys.version_info < (3, 11):
+            return await self._read_body_until(receive, asyncio.get_running_loop().time() + timeout)
+        cap = self.core.max_body_size
+        chunks: list[bytes] = []
+        size = 0
+        more = True
         try:
-            if sys.version_info >= (3, 11):
-                # One deadline for the whole read, and no task per receive() as wait_for makes.
-                async with asyncio.timeout(timeout):
-                    return await self._receive_all(receive, None)
-            loop = asyncio.get_running_loop()
-            return await self._receive_all(receive, loop.time() + timeout)
-        except (asyncio.TimeoutError, TimeoutError):
+            # One deadline for the whole read, and no task per receive() as wait_for makes.
+            with deadline(timeout):
+                while more:
+                    message: Message = await receive()
+                    if message["type"] == "http.disconnect":
+                        # Gone before the body was complete: nothing stored. The answer goes nowhere (the
+                        # server drops it) but completes the exchange, which servers log as an error otherwise.
+                        raise PayloadError("incomplete body")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > cap:
+                        return None
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
             raise RequestTimeout() from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _receive_all(self, receive: Receive, deadline: float | None) -> bytes | None:
+    async def _read_body_until(self, receive: Receive, deadline: float) -> bytes | None:
+        """`_read_body` for Python 3.10 (no ``Task.uncancel``): a bounded wait for each message."""
         cap = self.core.max_body_size
         loop = asyncio.get_running_loop()
         chunks: list[bytes] = []
         size = 0
         more = True
         while more:
-            if deadline is None:
-                message: Message = await receive()
-            else:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            try:
+                message: Message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                raise RequestTimeout() from None
             if message["type"] == "http.disconnect":
-                # Gone before the body was complete: nothing stored. The answer goes nowhere (the
-                # server drops it) but completes the exchange, which servers log as an error otherwise.
                 raise PayloadError("incomplete body")
             chunk = message.get("body", b"")
             size += len(chunk)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import os
 import socket
 import threading
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
     from wa_middleware.web.core import Response
 
 __all__ = ["WebhookMiddleware"]
+
+
+#: Header names as the core wants them (lower case, ``-``) by environ key, and ``""`` for the keys
+#: that are no header (``CONTENT_LENGTH`` and ``CONTENT_TYPE`` are added apart): a server fills the
+#: same two dozen keys into every environ, and a dict look-up costs less than slicing and casing each.
+#: Bounded, since the header names are the client's to choose.
+_NAMES: dict[str, str] = {}
+_MAX_NAMES = 256
 
 
 class WebhookMiddleware:
@@ -53,18 +62,23 @@ class WebhookMiddleware:
             response = self.core.reject(exc)
         except Exception as exc:  # a bug must still not become a 200 or a traceback
             response = self.core.internal_error(exc)
-        # PEP 3333 forbids hop-by-hop headers from the application (wsgiref asserts on them); the
-        # server decides about the connection.
-        headers = [(k, v) for k, v in response.headers if k != "connection"]
-        start_response(f"{response.status} {_REASONS.get(response.status, '')}".rstrip(), headers)
+        # A fresh list: a server may add its own headers to it (wsgiref does).
+        start_response(response.wsgi_status, list(response.wsgi_headers))
         metrics.request_done(response.status, time.perf_counter() - started)
         return [response.body]
 
     def _handle(self, environ: WSGIEnvironment) -> Response:
         core = self.core
-        headers = {
-            key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
-        }
+        headers: dict[str, str] = {}
+        names = _NAMES
+        for key, value in environ.items():
+            name = names.get(key)
+            if name is None:
+                name = key[5:].replace("_", "-").lower() if key.startswith("HTTP_") else ""
+                if len(names) < _MAX_NAMES:
+                    names[key] = name
+            if name:
+                headers[name] = value
         raw_length = environ.get("CONTENT_LENGTH") or ""
         content_length = parse_content_length(raw_length)
         if raw_length:
@@ -92,6 +106,11 @@ class _Watch:
         self.fired = False
 
 
+#: Seconds between two looks of the idle deadline thread: no read times out sooner than this
+#: without waking it (a deadline before its next look does), and a second apart costs nothing.
+_IDLE_LOOK = 1.0
+
+
 class _Deadlines:
     """One daemon thread that ends the reading side of a socket whose body deadline passed.
 
@@ -100,7 +119,13 @@ class _Deadlines:
     the reading side down (``SHUT_RD``) makes the blocked ``recv`` return end-of-file at once, the
     read comes back short and the request is a 408; the writing side is untouched, so the 408 is
     still sent. One thread for the process, started on the first body read (and again in a forked
-    child); each read costs a heap push and a flag.
+    child).
+
+    Each read costs a heap push and a flag, and wakes the thread only when its deadline comes before
+    the time the thread already means to wake at: a deadline is the read's start plus a fixed
+    timeout, so a later read's comes later, and the thread, sleeping until the first one (or, with
+    none armed, for `_IDLE_LOOK`), is not disturbed by the reads that follow. Waking it for each read
+    would cost a thread switch per request.
     """
 
     def __init__(self) -> None:
@@ -112,16 +137,20 @@ class _Deadlines:
         self._heap: list[tuple[float, int, _Watch]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        #: When the thread will look at the heap next, on its own.
+        self._wake_at = math.inf
 
     def arm(self, sock: Any, timeout: float) -> _Watch:
         watch = _Watch(sock)
-        entry = (time.monotonic() + timeout, next(self._seq), watch)
+        deadline = time.monotonic() + timeout
+        entry = (deadline, next(self._seq), watch)
         with self._cond:
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="wa-body-deadlines", daemon=True)
                 self._thread.start()
             heapq.heappush(self._heap, entry)
-            if self._heap[0] is entry:
+            if deadline < self._wake_at:
+                self._wake_at = deadline
                 self._cond.notify()
         return watch
 
@@ -143,10 +172,14 @@ class _Deadlines:
                 while heap and heap[0][2].done:
                     heapq.heappop(heap)
                 if not heap:
-                    cond.wait()
+                    # Idle: look again in a second rather than wait for a notify, which the next read
+                    # would then have to send (a thread switch for every request that comes alone).
+                    self._wake_at = time.monotonic() + _IDLE_LOOK
+                    cond.wait(_IDLE_LOOK)
                     continue
                 wait = heap[0][0] - time.monotonic()
                 if wait > 0:
+                    self._wake_at = heap[0][0]
                     cond.wait(wait)
                     continue
                 watch = heapq.heappop(heap)[2]
@@ -207,16 +240,3 @@ def _read_body(environ: WSGIEnvironment, content_length: int | None, cap: int, t
             _deadlines.disarm(watch)
         if sock is not None:
             sock.settimeout(previous)
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}

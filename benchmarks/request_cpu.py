@@ -1,34 +1,54 @@
-"""``python -m benchmarks.request_cpu``: CPU time per request of the ASGI request path, in process.
+"""``python -m benchmarks.request_cpu``: CPU time per request of the request path, in process.
 
 The HTTP benchmark's latencies are at the mercy of everything else on the machine; CPU time
-per request is not, so this is the tool to compare two versions of the request path (run it
-on each checkout). It calls the middleware directly (no HTTP server, no sockets to the client)
-with the real `AsyncEnqueuer` against a private Redis (``appendfsync no``: the disk is not what
-is measured), ``N`` requests at a time, and reports the best of three rounds, next to the
-same loop doing the floor's single ``LPUSH``.
+per request much less so, so this is the tool to compare two versions of the request path (run
+it on each checkout), and the runner reports its figures beside the HTTP ones. It calls the
+middleware directly, no HTTP server and no client sockets, with the real enqueuers against a
+private Redis (``appendfsync no``: the disk is not what is measured), and puts each next to the
+floor's single ``LPUSH`` from the same client library, done the same way:
+
+- ASGI: `WebhookMiddleware` in a Starlette app, ``N`` requests in flight at once on uvloop,
+  against one ``redis.asyncio`` ``LPUSH`` per request;
+- WSGI: `wa_middleware.adapters.wsgi.WebhookMiddleware` called with an environ as gunicorn
+  builds it, from ``N`` threads, against one ``redis-py`` ``LPUSH`` per request.
+
+``x1`` is the one-at-a-time path (each request alone, nothing to share a write with). Each
+figure is the best of ``rounds`` rounds, the rounds of the contenders interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import sys
+import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "measure"]
+
+#: What the report calls the four rows.
+ASGI, ASGI_FLOOR, WSGI, WSGI_FLOOR = "asgi", "asgi-floor", "wsgi", "wsgi-floor"
 
 
-async def _measure(url: str, concurrencies: list[int], requests: int) -> dict[str, dict[int, float]]:
+def _webhook(url: str, queue: str) -> Any:
+    from wa_middleware import BasicAuth, Webhook
+
+    from .payloads import AUTH_PASSWORD, AUTH_USER
+
+    return Webhook(auth=BasicAuth(AUTH_USER, AUTH_PASSWORD), broker_url=url, namespace="wabench", queue_name=queue)
+
+
+async def _asgi(url: str, concurrencies: list[int], requests: int, rounds: int) -> dict[str, dict[int, float]]:
     import redis.asyncio as aredis
     from starlette.applications import Starlette
     from wa_middleware.adapters.asgi import WebhookMiddleware
 
-    from wa_middleware import BasicAuth, Webhook
+    from .payloads import auth_header, make_deliveries
 
-    from .payloads import AUTH_PASSWORD, AUTH_USER, auth_header, make_deliveries
-
-    wa = Webhook(auth=BasicAuth(AUTH_USER, AUTH_PASSWORD), broker_url=url, namespace="wabench", queue_name="cpu")
+    wa = _webhook(url, "cpu")
     app = Starlette()
     app.add_middleware(WebhookMiddleware, webhook=wa)
     bodies = [d.body for d in make_deliveries(400)]
@@ -72,42 +92,187 @@ async def _measure(url: str, concurrencies: list[int], requests: int) -> dict[st
     async def floor_request(body: bytes) -> None:
         await floor_client.lpush("wabench:cpu-floor", body)
 
-    out: dict[str, dict[int, float]] = {"wa-middleware": {}, "floor (LPUSH)": {}}
-    for name, fn in (("wa-middleware", wa_request), ("floor (LPUSH)", floor_request)):
-        for concurrency in concurrencies:
-            best = float("inf")
-            for _ in range(3):
-                started = time.process_time()
-                for i in range(0, requests, concurrency):
-                    await asyncio.gather(*(fn(bodies[(i + j) % len(bodies)]) for j in range(concurrency)))
-                best = min(best, (time.process_time() - started) / requests * 1e6)
-            out[name][concurrency] = round(best, 1)
+    async def one_round(fn: Callable[[bytes], Any], concurrency: int) -> float:
+        started = time.process_time()
+        # Each request in a task of its own, as a server runs it (x1: one task at a time).
+        for i in range(0, requests, concurrency):
+            await asyncio.gather(*(fn(bodies[(i + j) % len(bodies)]) for j in range(concurrency)))
+        return (time.process_time() - started) / requests * 1e6
+
+    out: dict[str, dict[int, float]] = {ASGI: {}, ASGI_FLOOR: {}}
+    for concurrency in concurrencies:
+        best = {ASGI: float("inf"), ASGI_FLOOR: float("inf")}
+        await one_round(wa_request, concurrency)  # warm: first connections, the policy check
+        for _ in range(rounds):
+            for name, fn in ((ASGI, wa_request), (ASGI_FLOOR, floor_request)):
+                best[name] = min(best[name], await one_round(fn, concurrency))
+        for name, value in best.items():
+            out[name][concurrency] = round(value, 1)
     await floor_client.aclose()
+    await wa.aclose()
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _environ(body: bytes, auth: str) -> dict[str, Any]:
+    """What gunicorn puts in an environ for one delivery (its keys, in its order)."""
+    return {
+        "wsgi.errors": sys.stderr,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": None,
+        "wsgi.input_terminated": True,
+        "SERVER_SOFTWARE": "gunicorn",
+        "wsgi.input": io.BytesIO(body),
+        "gunicorn.socket": None,
+        "REQUEST_METHOD": "POST",
+        "QUERY_STRING": "",
+        "RAW_URI": "/webhook",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "CONTENT_TYPE": "application/json",
+        "HTTP_AUTHORIZATION": auth,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "50000",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "PATH_INFO": "/webhook",
+        "SCRIPT_NAME": "",
+    }
+
+
+def _wsgi(url: str, concurrencies: list[int], requests: int, rounds: int) -> dict[str, dict[int, float]]:
+    import redis
+    from wa_middleware.adapters.wsgi import WebhookMiddleware
+
+    from .payloads import auth_header, make_deliveries
+
+    wa = _webhook(url, "cpu-wsgi")
+
+    def not_found(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("404 Not Found", [])
+        return [b""]
+
+    middleware = WebhookMiddleware(not_found, webhook=wa)
+    bodies = [d.body for d in make_deliveries(400)]
+    auth = auth_header()
+    floor_client = redis.Redis.from_url(url)
+
+    def wa_request(body: bytes) -> None:
+        statuses: list[str] = []
+        for _ in middleware(_environ(body, auth), lambda status, headers, exc_info=None: statuses.append(status)):  # type: ignore[arg-type,func-returns-value]
+            pass
+        if statuses[0] != "200 OK":
+            raise RuntimeError(f"the middleware answered {statuses}")
+
+    def floor_request(body: bytes) -> None:
+        environ = _environ(body, auth)
+        floor_client.lpush("wabench:cpu-floor", environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+
+    def one_round(fn: Callable[[bytes], None], concurrency: int) -> float:
+        def run(offset: int) -> None:
+            for i in range(offset, requests, concurrency):
+                fn(bodies[i % len(bodies)])
+
+        started = time.process_time()  # every thread of the process
+        if concurrency == 1:
+            run(0)
+        else:
+            threads = [threading.Thread(target=run, args=(j,)) for j in range(concurrency)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        return (time.process_time() - started) / requests * 1e6
+
+    out: dict[str, dict[int, float]] = {WSGI: {}, WSGI_FLOOR: {}}
+    for concurrency in concurrencies:
+        best = {WSGI: float("inf"), WSGI_FLOOR: float("inf")}
+        one_round(wa_request, concurrency)
+        for _ in range(rounds):
+            for name, fn in ((WSGI, wa_request), (WSGI_FLOOR, floor_request)):
+                best[name] = min(best[name], one_round(fn, concurrency))
+        for name, value in best.items():
+            out[name][concurrency] = round(value, 1)
+    floor_client.close()
+    wa.close()
+    return out
+
+
+def measure(
+    concurrencies: list[int] | None = None,
+    requests: int = 4000,
+    rounds: int = 3,
+    port_range: tuple[int, int] = (7100, 7199),
+) -> dict[str, Any]:
+    """CPU microseconds per request: ``{"asgi": {1: us, 8: us, ...}, "asgi-floor": ..., "wsgi": ...,
+    "wsgi-floor": ...}``, against a private Redis started (and stopped) here."""
     from .servers import RedisServer, free_port
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.request_cpu", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", default="1,8,32", help="requests in flight at once (comma-separated)")
-    parser.add_argument("--requests", type=int, default=4000, help="requests per round")
-    args = parser.parse_args(argv)
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
-    server = RedisServer(free_port(7100, 7199), appendfsync="no")
+    levels = concurrencies or [1, 8, 32]
+    server = RedisServer(free_port(*port_range), appendfsync="no")
     try:
         try:
             import uvloop
 
-            figures = uvloop.run(_measure(server.url, concurrencies, args.requests))
+            figures = uvloop.run(_asgi(server.url, levels, requests, rounds))
         except ImportError:  # pragma: no cover
-            figures = asyncio.run(_measure(server.url, concurrencies, args.requests))
+            figures = asyncio.run(_asgi(server.url, levels, requests, rounds))
+        figures.update(_wsgi(server.url, [c for c in levels if c <= 8], requests, rounds))
     finally:
         server.stop()
-    print("CPU time per request, microseconds (best of 3):")
-    print(f"{'':16}" + "".join(f"{f'x{c}':>10}" for c in concurrencies))
-    for name, row in figures.items():
-        print(f"{name:16}" + "".join(f"{row[c]:>10.1f}" for c in concurrencies))
+    return {
+        "unit": "CPU microseconds per request, best of the rounds",
+        "requests": requests,
+        "rounds": rounds,
+        "figures": {name: {str(level): value for level, value in row.items()} for name, row in figures.items()},
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures as a markdown table, with each one's ratio to its floor."""
+    figures = result["figures"]
+    levels = sorted({int(level) for row in figures.values() for level in row})
+    lines = [
+        "| request path | " + " | ".join(f"x{level}" for level in levels) + " |",
+        "|---|" + "---:|" * len(levels),
+    ]
+    labels = {
+        ASGI: "ASGI middleware (Starlette)",
+        ASGI_FLOOR: "floor: one redis.asyncio LPUSH",
+        WSGI: "WSGI middleware",
+        WSGI_FLOOR: "floor: one redis-py LPUSH",
+    }
+    for name in (ASGI, ASGI_FLOOR, WSGI, WSGI_FLOOR):
+        row = figures.get(name)
+        if not row:
+            continue
+        floor = figures.get(f"{name}-floor") if not name.endswith("floor") else None
+        cells = []
+        for level in levels:
+            value = row.get(str(level))
+            if value is None:
+                cells.append("-")
+            elif floor and floor.get(str(level)):
+                cells.append(f"{value:,.1f} ({value / floor[str(level)]:.2f}x)")
+            else:
+                cells.append(f"{value:,.1f}")
+        lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.request_cpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", default="1,8,32", help="requests in flight at once (comma-separated)")
+    parser.add_argument("--requests", type=int, default=4000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per contender (the best counts)")
+    args = parser.parse_args(argv)
+    result = measure([int(c) for c in args.concurrency.split(",")], args.requests, args.rounds)
+    print(f"CPU time per request, microseconds (best of {args.rounds}; in brackets: / its floor):")
+    print(table(result))
     return 0
 
 

@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -73,15 +74,28 @@ class Plan:
     appendfsync: str = "always"
     #: Contenders whose max is searched in this plan (all of them unless narrowed).
     search_only: tuple[str, ...] | None = None
+    #: Interleaved server CPU per request (`run_cpu_rounds`): rounds, req/s, seconds per burst.
+    cpu_rounds: int = 8
+    cpu_rate: float = 300.0
+    cpu_burst: float = 1.5
+    #: In-process CPU per request (`request_cpu`): requests per round, rounds (the best counts).
+    request_cpu: bool = True
+    request_cpu_requests: int = 2000
+    request_cpu_rounds: int = 7
 
 
 def full_plan() -> Plan:
     return Plan(mode="full", contenders=tuple(c.name for c in CONTENDERS))
 
 
+#: What the quick run searches: each floor and the wa-middleware contender served the same way.
+_QUICK_SEARCH = ("ceiling", "floor", "wa-starlette", "floor-wsgi-sync", "wa-flask-sync", "floor-wsgi-gthread",
+                 "wa-flask-gthread")  # fmt: skip
+
+
 def quick_plan() -> Plan:
-    """Under a minute on 2 cores: one short fixed rate for everyone, a coarse search for the
-    ceiling, the floor and wa-middleware (Starlette), small worker and crash runs."""
+    """About a minute on 2 cores: one short fixed rate for everyone, a coarse search for each floor
+    and the wa-middleware contender served like it, small worker and crash runs."""
     return Plan(
         mode="quick",
         contenders=tuple(c.name for c in CONTENDERS),
@@ -103,7 +117,11 @@ def quick_plan() -> Plan:
         crash_rate=200.0,
         crash_contenders=("wa-starlette", "pywa-async"),
         bodies=600,
-        search_only=("ceiling", "floor", "wa-starlette"),
+        search_only=_QUICK_SEARCH,
+        request_cpu_requests=300,
+        request_cpu_rounds=2,
+        cpu_rounds=2,
+        cpu_burst=0.5,
     )
 
 
@@ -188,16 +206,23 @@ def _sustainable(result: LoadResult) -> bool:
 # -- the HTTP part ----------------------------------------------------------------------
 
 
-def _measure(gen: LoadGenerator, spec: LoadSpec, label: str) -> dict[str, Any]:
+def _measure(gen: LoadGenerator, spec: LoadSpec, label: str, server: ServerProcess | None = None) -> dict[str, Any]:
+    cpu_before = server.cpu_seconds() if server is not None else 0.0
     result = gen.run(spec)
     summary = result.summary()
     summary["label"] = label
+    if server is not None and result.sent:
+        # CPU of every process of the server (warm-up included, hence per request sent): a figure
+        # a busy machine disturbs far less than latency, and the one that sets a server's limit.
+        summary["server_cpu_us_per_request"] = round((server.cpu_seconds() - cpu_before) / result.sent * 1e6, 1)
     summary["sustainable"] = _sustainable(result)
     # The generator fired late (p99 send lag over BEHIND_MS): the run measured the generator, not the server.
     summary["generator_limited"] = result.generator_behind
+    cpu = summary.get("server_cpu_us_per_request")
     _log(
         f"    {label:>10} {spec.rate:>8.0f}/s  p50 {summary['p50_ms']:8.2f}  p99 {summary['p99_ms']:8.2f} ms  "
         f"err {summary['errors']}  non200 {summary['non_200']}  {'ok' if summary['sustainable'] else 'FAIL'}"
+        + (f"  cpu {cpu:.0f} us/req" if cpu is not None else "")
         + ("  (generator fell behind)" if summary["generator_limited"] else "")
     )
     return summary
@@ -286,10 +311,15 @@ def _maybe_worker(contender: Contender, env: _Env) -> Iterator[None]:
 
 
 def run_http(
-    plan: Plan, env: _Env, gen: LoadGenerator, keep: dict[str, ServerProcess | None] | None = None
+    plan: Plan,
+    env: _Env,
+    gen: LoadGenerator,
+    keep: dict[str, ServerProcess | None] | None = None,
+    rounds_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure every contender; servers named in ``keep`` (a dict the caller owns) are left
-    running and handed back through it, so the worker part can reuse one without a restart."""
+    running and handed back through it, so the worker part can reuse one without a restart.
+    The interleaved CPU rounds (`run_cpu_rounds`) go into ``rounds_out`` when given."""
     bodies = tuple(d.body for d in make_deliveries(plan.bodies))
     servers: dict[str, ServerProcess] = {}
     results: dict[str, Any] = {}
@@ -324,6 +354,8 @@ def run_http(
                 "command": server.command,
                 "env": contender.env,
                 "worker_alongside": contender.worker,
+                "floor": contender.floor,
+                "ceiling": contender.ceiling,
                 "fixed": [],
             }
             with _maybe_worker(contender, env):
@@ -334,11 +366,13 @@ def run_http(
                 if max_rps:
                     rates.append((max(10.0, round(max_rps / 2)), "50% max"))
                 for rate, label in rates:
-                    entry["fixed"].append(_measure(gen, replace(base, rate=rate), label))
+                    entry["fixed"].append(_measure(gen, replace(base, rate=rate), label, server))
                     if not entry["fixed"][-1]["sustainable"]:
                         time.sleep(plan.cooldown)
             results[name] = entry
             env.clean()
+        if rounds_out is not None and plan.cpu_rounds:
+            rounds_out.update(run_cpu_rounds(plan, env, gen, servers, bodies))
     finally:
         for name, server in servers.items():
             if keep is not None and name in keep:
@@ -346,6 +380,69 @@ def run_http(
             else:
                 server.stop()
     return results
+
+
+def run_cpu_rounds(
+    plan: Plan, env: _Env, gen: LoadGenerator, servers: dict[str, ServerProcess], bodies: tuple[bytes, ...]
+) -> dict[str, Any]:
+    """Server CPU per request, interleaved: ``cpu_rounds`` rounds of one short burst at ``cpu_rate``
+    to each wa-middleware contender, its floor and its ceiling in turn (the order reversed every
+    other round), so that whatever else the machine does lands on all of them alike. Each round
+    gives a ratio to the floor; the report shows their median and range."""
+    names = [
+        name
+        for name, server in servers.items()
+        if server.contender.role in ("wa", "floor", "ceiling") and not server.contender.worker
+    ]
+    if not names:
+        return {}
+    _log(
+        f"interleaved CPU: {plan.cpu_rounds} rounds x {len(names)} servers, {plan.cpu_burst} s at {plan.cpu_rate:.0f}/s"
+    )
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    p99: dict[str, list[float]] = {name: [] for name in names}
+    for round_no in range(plan.cpu_rounds):
+        for name in names if round_no % 2 == 0 else names[::-1]:
+            server = servers[name]
+            spec = LoadSpec(
+                "127.0.0.1", server.port, server.contender.path, plan.cpu_rate, plan.cpu_burst, bodies, _headers(),
+                warmup=0.2, connections=plan.connections, drain_timeout=plan.drain_timeout,
+            )  # fmt: skip
+            before = server.cpu_seconds()
+            result = gen.run(spec)
+            if result.sent:
+                samples[name].append((server.cpu_seconds() - before) / result.sent * 1e6)
+                p99[name].append(result.percentile_ms(99))
+        env.clean()
+    out: dict[str, Any] = {"rate": plan.cpu_rate, "burst_s": plan.cpu_burst, "rounds": plan.cpu_rounds, "servers": {}}
+    for name in names:
+        floor = servers[name].contender.floor
+        row: dict[str, Any] = {
+            "cpu_us_per_request": [round(v, 1) for v in samples[name]],
+            "median_us": round(statistics.median(samples[name]), 1) if samples[name] else None,
+            "p99_ms_median": round(statistics.median(p99[name]), 2) if p99[name] else None,
+        }
+        if floor in samples and samples[floor] and len(samples[floor]) == len(samples[name]):
+            ratios = sorted(a / b for a, b in zip(samples[name], samples[floor], strict=True) if b)
+            row.update(floor=floor, ratio_median=round(statistics.median(ratios), 3),
+                       ratio_min=round(ratios[0], 3), ratio_max=round(ratios[-1], 3))  # fmt: skip
+        out["servers"][name] = row
+        _log(
+            f"    {name:>22}  {row['median_us']} us/req"
+            + (f"  / {floor}: {row['ratio_median']}" if "floor" in row else "")
+        )
+    return out
+
+
+def run_request_cpu(plan: Plan, port_range: tuple[int, int]) -> dict[str, Any]:
+    """CPU per request of the request path in process, next to the floor's LPUSH (`request_cpu`)."""
+    from . import request_cpu
+
+    _log(f"request path CPU, in process: {plan.request_cpu_requests} requests x {plan.request_cpu_rounds} rounds")
+    result = request_cpu.measure([1, 8, 32], plan.request_cpu_requests, plan.request_cpu_rounds, port_range)
+    for name, row in result["figures"].items():
+        _log(f"    {name:>10}  " + "  ".join(f"x{level} {value:.1f} us" for level, value in row.items()))
+    return result
 
 
 # -- worker side ----------------------------------------------------------------------
@@ -560,8 +657,13 @@ def run(plan: Plan, out_root: Path, redis_url: str | None = None, port_range: tu
         kept: dict[str, ServerProcess | None] = {"wa-starlette": None} if plan.worker else {}
         with LoadGenerator(plan.loadgen_processes) as gen:
             try:
-                results["http"] = run_http(plan, env, gen, keep=kept)
+                rounds: dict[str, Any] = {}
+                results["http"] = run_http(plan, env, gen, keep=kept, rounds_out=rounds)
+                if rounds:
+                    results["cpu_rounds"] = rounds
                 redis_info["write_latency_after_http"] = probe_redis_writes(redis_url)
+                if plan.request_cpu:
+                    results["request_cpu"] = run_request_cpu(plan, port_range)
                 if plan.worker:
                     results["worker"] = run_workers(plan, env, gen, kept.get("wa-starlette"))
             finally:
@@ -598,6 +700,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-search", action="store_true", help="skip the max-throughput search")
     parser.add_argument("--no-worker", action="store_true", help="skip the worker-side figures")
     parser.add_argument("--no-crash", action="store_true", help="skip the crash comparison")
+    parser.add_argument("--no-request-cpu", action="store_true", help="skip the in-process CPU per request")
+    parser.add_argument("--cpu-rounds", type=int, help="interleaved server-CPU rounds (default 8; 0 skips them)")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
     parser.add_argument(
         "--appendfsync",
@@ -632,6 +736,10 @@ def main(argv: list[str] | None = None) -> int:
         changes["worker"] = False
     if args.no_crash:
         changes["crash"] = False
+    if args.no_request_cpu:
+        changes["request_cpu"] = False
+    if args.cpu_rounds is not None:
+        changes["cpu_rounds"] = args.cpu_rounds
     plan = replace(plan, **changes)
     lo, _, hi = args.ports.partition("-")
     run(plan, Path(args.out), redis_url=args.redis_url, port_range=(int(lo), int(hi or lo)))

@@ -43,7 +43,7 @@ def test_deliveries_follow_the_mix() -> None:
 def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     plan = replace(
         runner.quick_plan(),
-        contenders=("wa-starlette",),
+        contenders=("wa-starlette", "floor-wsgi-gthread", "wa-flask-gthread"),
         fixed_rates=(50.0,),
         fixed_duration=0.5,
         fixed_warmup=0.1,
@@ -51,7 +51,7 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
         search_cap=100.0,
         search_duration=0.3,
         search_warmup=0.1,
-        search_only=("wa-starlette",),
+        search_only=("wa-starlette", "floor-wsgi-gthread", "wa-flask-gthread"),
         worker_messages=40,
         lag_rate=40.0,
         lag_duration=0.5,
@@ -59,6 +59,11 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
         crash_rate=50.0,
         crash_contenders=("wa-starlette",),
         bodies=40,
+        request_cpu_requests=40,
+        request_cpu_rounds=1,
+        cpu_rounds=1,
+        cpu_rate=50.0,
+        cpu_burst=0.3,
     )
     out = runner.run(plan, tmp_path, port_range=(7180, 7199))
 
@@ -75,6 +80,18 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
             assert key in row
         assert row["sent"] > 0
     assert entry["search"]["max_rps"] >= 0
+    # Every fixed-rate row carries the server's CPU per request; the WSGI contender names its floor.
+    assert all(row["server_cpu_us_per_request"] > 0 for row in entry["fixed"])
+    wsgi = results["http"]["wa-flask-gthread"]
+    assert wsgi["command"][2] == "gunicorn" and wsgi["floor"] == "floor-wsgi-gthread"
+    assert results["http"]["floor-wsgi-gthread"]["command"][-4:] == wsgi["command"][-4:]  # same server settings
+    rounds = results["cpu_rounds"]["servers"]
+    assert set(rounds) == {"wa-starlette", "floor-wsgi-gthread", "wa-flask-gthread"}
+    assert rounds["wa-flask-gthread"]["floor"] == "floor-wsgi-gthread"
+    assert rounds["wa-flask-gthread"]["ratio_median"] > 0
+    cpu = results["request_cpu"]["figures"]
+    assert set(cpu) == {"asgi", "asgi-floor", "wsgi", "wsgi-floor"}
+    assert all(value > 0 for row in cpu.values() for value in row.values())
 
     worker = results["worker"]
     assert set(worker) >= {"wa_middleware", "dramatiq_stock", "lag"}
@@ -90,6 +107,9 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
 
     report = (out / "report.md").read_text()
     assert "## Latency at fixed rates" in report
+    assert "| wa-flask-gthread | gunicorn-gthread |" in report  # its ratio to the floor, side by side
+    for section in ("## Server CPU per request, interleaved", "## Request path CPU, in process", "## Targets"):
+        assert section in report
     assert "PASS" in report or "FAIL" in report
     for plot in ("latency_percentiles.png", "throughput.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -26,6 +26,9 @@ class Contender:
     :param env: settings for the app module (``BENCH_*``).
     :param role: ``ceiling``, ``floor``, ``wa``, ``peer``: how the report groups it.
     :param worker: whether a ``wa-middleware worker`` runs beside it during the load.
+    :param floor: the floor contender served the same way (same server, same settings), which the
+        report sets this one against.
+    :param ceiling: the ceiling contender served the same way.
     """
 
     name: str
@@ -36,6 +39,8 @@ class Contender:
     env: dict[str, str] = field(default_factory=dict)
     path: str = "/webhook"
     worker: bool = False
+    floor: str | None = None
+    ceiling: str | None = None
 
     def command(self, port: int) -> list[str]:
         """The exact server command line (it goes into results.json as the server flags)."""
@@ -64,14 +69,27 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("ceiling", "benchmarks.contenders.ceiling:app", "uvicorn",
               "bare ASGI app: read the body, answer 200", "ceiling"),
     Contender("floor", "benchmarks.contenders.floor:app", "uvicorn",
-              "bare ASGI app + one redis.asyncio LPUSH of the body", "floor"),
-    Contender("wa-starlette", f"{_WA}:app", "uvicorn", "wa-middleware in a Starlette app", "wa"),
+              "bare ASGI app + one redis.asyncio LPUSH of the body", "floor", ceiling="ceiling"),
+    Contender("wa-starlette", f"{_WA}:app", "uvicorn", "wa-middleware in a Starlette app", "wa",
+              floor="floor", ceiling="ceiling"),
     Contender("wa-fastapi", "benchmarks.contenders.wa_fastapi:app", "uvicorn",
-              "wa-middleware in a FastAPI app", "wa"),
+              "wa-middleware in a FastAPI app", "wa", floor="floor", ceiling="ceiling"),
+    Contender("ceiling-wsgi-sync", "benchmarks.contenders.ceiling_wsgi:app", "gunicorn-sync",
+              f"bare WSGI app: read the body, answer 200, gunicorn sync x{SYNC_WORKERS}", "ceiling"),
+    Contender("floor-wsgi-sync", "benchmarks.contenders.floor_wsgi:app", "gunicorn-sync",
+              f"bare WSGI app + one redis-py LPUSH of the body, gunicorn sync x{SYNC_WORKERS}", "floor",
+              ceiling="ceiling-wsgi-sync"),
     Contender("wa-flask-sync", "benchmarks.contenders.wa_flask:app", "gunicorn-sync",
-              f"wa-middleware WSGI in Flask, gunicorn sync x{SYNC_WORKERS}", "wa"),
+              f"wa-middleware WSGI in Flask, gunicorn sync x{SYNC_WORKERS}", "wa",
+              floor="floor-wsgi-sync", ceiling="ceiling-wsgi-sync"),
+    Contender("ceiling-wsgi-gthread", "benchmarks.contenders.ceiling_wsgi:app", "gunicorn-gthread",
+              f"bare WSGI app: read the body, answer 200, gunicorn gthread 1x{GTHREAD_THREADS}", "ceiling"),
+    Contender("floor-wsgi-gthread", "benchmarks.contenders.floor_wsgi:app", "gunicorn-gthread",
+              f"bare WSGI app + one redis-py LPUSH of the body, gunicorn gthread 1x{GTHREAD_THREADS}", "floor",
+              ceiling="ceiling-wsgi-gthread"),
     Contender("wa-flask-gthread", "benchmarks.contenders.wa_flask:app", "gunicorn-gthread",
-              f"wa-middleware WSGI in Flask, gunicorn gthread 1x{GTHREAD_THREADS}", "wa"),
+              f"wa-middleware WSGI in Flask, gunicorn gthread 1x{GTHREAD_THREADS}", "wa",
+              floor="floor-wsgi-gthread", ceiling="ceiling-wsgi-gthread"),
     Contender("wa-starlette-100ms", f"{_WA}:app", "uvicorn",
               "wa-middleware (Starlette), 100 ms callback run by a worker alongside", "wa",
               env={**_SLEEP, "BENCH_QUEUE": "bench_cb"}, worker=True),

@@ -150,3 +150,22 @@ async def test_unreachable_redis_is_a_503(redis_url: str) -> None:
 def test_refuses_something_else_than_a_webhook() -> None:
     with pytest.raises(ConfigurationError):
         WebhookMiddleware(App(), webhook="wa")  # type: ignore[arg-type]
+
+
+async def test_header_names_cache_is_bounded_and_never_in_the_way(redis_url: str, namespace: str) -> None:
+    """Header names are looked up in a bounded table of the ones seen before: a client sending hundreds
+    of made-up names fills it, and a header first seen after that is still read (here, the credential)."""
+    from wa_middleware.adapters import asgi as asgi_adapter
+
+    from wa_middleware import HeaderAuth
+
+    webhook = Webhook(auth=HeaderAuth("X-Late-Token", "t"), broker_url=redis_url, namespace=namespace)
+    middleware = WebhookMiddleware(App(), webhook=webhook)
+    for i in range(0, asgi_adapter._MAX_NAMES + 50, 25):
+        junk = [(f"x-junk-{i + j}".encode(), b"v") for j in range(25)]
+        status, _, _ = await call(middleware, scope(headers=junk), [b"{}"])
+        assert status == 401
+    assert len(asgi_adapter._NAMES) <= asgi_adapter._MAX_NAMES
+    status, _, _ = await call(middleware, scope(headers=[(b"X-Late-Token", b"t")]), [b"{}"])  # cased: lowered
+    await webhook.aclose()
+    assert status == 200

@@ -255,3 +255,32 @@ def test_wsgi_deadlines_thread_is_one_for_many_requests(webhooks: dict[str, Webh
     assert names.count("wa-body-deadlines") == 1
     assert wsgi_adapter._deadlines._thread is not None
     assert not wsgi_adapter._deadlines._heap  # finished reads leave nothing behind
+
+
+def test_wsgi_deadlines_thread_is_not_woken_for_each_read() -> None:
+    """Reads one after the other (a sync worker's life) notify the thread once, not per read: each
+    later deadline comes after the one it already sleeps towards, or after its next idle look."""
+    deadlines = wsgi_adapter._Deadlines()
+    notified = []
+    real_notify = deadlines._cond.notify
+
+    def counting_notify(n: int = 1) -> None:
+        notified.append(n)
+        real_notify(n)
+
+    deadlines._cond.notify = counting_notify  # type: ignore[method-assign]
+    server, client = tcp_pair()
+    try:
+        for _ in range(50):
+            deadlines.disarm(deadlines.arm(server, 3.0))
+        assert len(notified) == 1
+        assert not deadlines._heap
+        # A deadline sooner than the idle thread's next look still wakes it, and cuts the read.
+        watch = deadlines.arm(server, 0.05)
+        server.settimeout(5)
+        assert server.recv(10) == b""  # the reading side was shut down
+        deadlines.disarm(watch)
+        assert watch.fired and len(notified) == 2
+    finally:
+        server.close()
+        client.close()

@@ -131,3 +131,20 @@ def test_concurrent_threads_each_get_a_definite_answer(webhook: Webhook, redis_u
         statuses = list(pool.map(post, range(300)))
     assert statuses == [200] * 300
     assert queued(redis_url, namespace) == 300
+
+
+def test_header_names_cache_is_bounded_and_never_in_the_way(redis_url: str, namespace: str) -> None:
+    """Environ keys are turned into header names through a bounded table of the ones seen before: a
+    client sending hundreds of made-up names fills it, and a header first seen after that still counts."""
+    from wa_middleware.adapters import wsgi as wsgi_adapter
+
+    from wa_middleware import HeaderAuth
+
+    webhook = Webhook(auth=HeaderAuth("X-Late-Token", "t"), broker_url=redis_url, namespace=namespace)
+    client = Client(WebhookMiddleware(make_app()[0], webhook=webhook))
+    for i in range(0, wsgi_adapter._MAX_NAMES + 50, 25):
+        junk = {f"X-Junk-{i + j}": "v" for j in range(25)}
+        assert client.post("/webhook", data=b"{}", headers=junk).status_code == 401
+    assert len(wsgi_adapter._NAMES) <= wsgi_adapter._MAX_NAMES
+    assert client.post("/webhook", data=b"{}", headers={"X-Late-Token": "t"}).status_code == 200
+    webhook.close()

@@ -54,6 +54,10 @@ def basic(user: str, pw: str) -> dict[str, str]:
         pytest.param({"authorization": "Basic " + base64.b64encode(b"\xff\xfe:\x00").decode()}, False, id="binary"),
         pytest.param({"authorization": "Basic ü"}, False, id="non-ascii"),
         pytest.param({"authorization": basic("u", "new")["authorization"] + "," + "Basic x"}, False, id="repeated"),
+        # The exact value the sender is given is compared whole first; anything near it is parsed.
+        pytest.param({"authorization": basic("u", "new")["authorization"] + "x"}, False, id="exact-plus-garbage"),
+        pytest.param({"authorization": basic("u", "new")["authorization"][:-1]}, False, id="exact-cut-short"),
+        pytest.param({"authorization": "Basic \u20ac"}, False, id="beyond-latin-1"),
     ],
 )
 def test_basic(headers: dict[str, str], expected: bool) -> None:

@@ -179,6 +179,13 @@ def test_basic_auth_refuses_bad_credentials(user: str, password: str) -> None:
         pytest.param(b"1e-999", True, id="tiny-is-zero"),
         pytest.param(b"123456789012345678901234567890", True, id="big-integer"),
         pytest.param(b'"1e999"', True, id="in-a-string"),
+        # Past a double with a two-digit exponent: 10^250 x 10^60.
+        pytest.param(b"1" + b"0" * 250 + b"e60", False, id="long-mantissa-short-exponent"),
+        pytest.param(b"9" * 5000, False, id="integer-past-msgspec"),
+        # Bytes that are no UTF-8 inside a string: skipped by a structure-only check, refused by the worker.
+        pytest.param(b'"\xff\xfe"', False, id="invalid-utf8-in-a-string"),
+        pytest.param(b'"\xed\xa0\x80"', False, id="utf8-encoded-surrogate"),
+        pytest.param('"caf\u00e9 \U0001f600"'.encode(), True, id="valid-utf8"),
     ],
 )
 def test_one_validity_rule_with_the_worker(number: bytes, accepted: bool) -> None:
@@ -214,3 +221,25 @@ def test_auth_as_a_user_password_tuple_is_basic_auth() -> None:
     wa = Webhook(auth=("user", "pass"), broker_url="redis://127.0.0.1:1/0")
     assert isinstance(wa.auth, BasicAuth)
     assert wa.auth.verify({"authorization": "Basic " + base64.b64encode(b"user:pass").decode()}, b"")
+
+
+def test_message_ids_are_uuid4_strings_as_dramatiq_makes_them(core: Core) -> None:
+    import uuid
+
+    ids = {core.finish(basic("testuser", "testpass"), b"{}").message_id for _ in range(2000)}
+    assert len(ids) == 2000
+    for message_id in ids:
+        parsed = uuid.UUID(message_id)
+        assert str(parsed) == message_id and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_each_answer_carries_its_wsgi_form(core: Core) -> None:
+    """Computed once per response (they are constants), without the hop-by-hop header PEP 3333 forbids."""
+    from wa_middleware.errors import PayloadTooLarge
+
+    ok = core.accepted(core.finish(basic("testuser", "testpass"), b"{}"))
+    assert ok.wsgi_status == "200 OK" and ok.wsgi_headers == ok.headers
+    too_large = core.reject(PayloadTooLarge())
+    assert ("connection", "close") in too_large.headers
+    assert too_large.wsgi_status == "413 Content Too Large"
+    assert too_large.wsgi_headers == tuple(h for h in too_large.headers if h[0] != "connection")

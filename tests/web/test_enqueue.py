@@ -217,19 +217,19 @@ def test_sync_dead_redis_then_recovers(server: RedisServer) -> None:
 def test_sync_leader_torn_down_hands_over(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """A BaseException in the writing thread must not leave the lead with nobody."""
     enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
-    real = enqueuer._script
+    real = enqueuer._write
     entered, release = threading.Event(), threading.Event()
 
     class Boom(BaseException):
         pass
 
     def exploding_write(*args: object, **kwargs: object) -> object:
-        monkeypatch.setattr(enqueuer, "_script", real)
+        monkeypatch.setattr(enqueuer, "_write", real)
         entered.set()
         release.wait(5)
         raise Boom()
 
-    monkeypatch.setattr(enqueuer, "_script", exploding_write)
+    monkeypatch.setattr(enqueuer, "_write", exploding_write)
     outcome: list[BaseException] = []
 
     def leader() -> None:
@@ -262,17 +262,21 @@ def test_sync_hand_over_policy(server: RedisServer) -> None:
     enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=1.0)
     now = time.monotonic()
     stale, fresh = _Slot("stale", b"body-stale", now + 0.1), _Slot("fresh", b"body-fresh", now + 0.9)
+    for slot in (stale, fresh):
+        slot.follow()
     enqueuer._busy, enqueuer._pending = True, [stale, fresh]
     enqueuer._hand_over()
-    assert fresh.lead and fresh.done.is_set() and not stale.done.is_set()
+    assert fresh.lead and fresh.woken and not stale.woken
     enqueuer._lead(fresh)  # writes both, the stale one riding along
     assert stale.error is None and fresh.error is None and stored(server)[0] == [b"stale", b"fresh"]
     assert not enqueuer._busy
 
     late = [_Slot(f"late{i}", b"x", time.monotonic() + 0.2) for i in range(3)]
+    for slot in late:
+        slot.follow()
     enqueuer._busy, enqueuer._pending = True, list(late)
     enqueuer._hand_over()
-    assert all(isinstance(s.error, QueueUnavailable) and s.done.is_set() for s in late)
+    assert all(isinstance(s.error, QueueUnavailable) and s.woken for s in late)
     assert not enqueuer._busy and not enqueuer._pending
     enqueuer.close()
 
@@ -285,16 +289,135 @@ def test_async_flusher_cancelled_fails_its_requests_at_once(server: RedisServer)
         assert await _enqueue_all(enqueuer, ["warm"]) == [None]
         server.proc.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
         try:
+            # The first request writes its own message; the other three queue behind it. Cancelling
+            # it hands them to the flusher, whose write then hangs too.
+            leader = asyncio.ensure_future(enqueuer.enqueue("leader", b"x"))
+            await asyncio.sleep(0.05)
             requests = asyncio.gather(*(enqueuer.enqueue(i, b"x") for i in ids(3)), return_exceptions=True)
-            await asyncio.sleep(0.1)  # the first write is in flight
-            assert enqueuer._flusher is not None
+            await asyncio.sleep(0.05)
+            leader.cancel()
+            await asyncio.sleep(0.1)  # the flusher's write is in flight
+            assert enqueuer._flusher is not None and not enqueuer._flusher.done()
             enqueuer._flusher.cancel()
             # Answered long before the 5 s timeout (bounded wait; the figure is not asserted).
             results = await asyncio.wait_for(requests, 3)
             assert all(isinstance(r, QueueUnavailable) for r in results)
+            with pytest.raises(asyncio.CancelledError):
+                await leader
         finally:
             server.proc.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-        assert await _enqueue_all(enqueuer, ["after"]) == [None]  # a new flusher starts
+        assert await _enqueue_all(enqueuer, ["after"]) == [None]  # the next request leads again
         await enqueuer.aclose()
 
     asyncio.run(main())
+
+
+# -- the write connection: one command shape, kept in step ------------------------------------
+
+
+def test_sync_script_flushed_is_sent_again_whole(server: RedisServer) -> None:
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+    enqueuer.enqueue("before", b"body-before")
+    client = server.client()
+    client.script_flush()  # as after a Redis restart: NOSCRIPT, nothing ran, then EVAL
+    enqueuer.enqueue("after", b"body-after")
+    enqueuer.enqueue("again", b"body-again")
+    client.close()
+    enqueuer.close()
+    check_consistent(server, {"before", "after", "again"})
+    assert len(stored(server)[0]) == 3
+
+
+def test_async_script_flushed_is_sent_again_whole(server: RedisServer) -> None:
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+        await enqueuer.enqueue("before", b"body-before")
+        client = server.client()
+        client.script_flush()
+        client.close()
+        assert await _enqueue_all(enqueuer, ["after", "again"]) == [None, None]
+        await enqueuer.aclose()
+
+    asyncio.run(main())
+    check_consistent(server, {"before", "after", "again"})
+
+
+def test_sync_error_reply_is_a_503_and_the_connection_stays_in_step(server: RedisServer) -> None:
+    client = server.client()
+    client.set(HASH, "not a hash")  # the script's HSET fails: an error reply, read whole
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+    with pytest.raises(QueueUnavailable):
+        enqueuer.enqueue("refused", b"body-refused")
+    client.delete(HASH)
+    enqueuer.enqueue("stored", b"body-stored")  # the same connection: the next reply is its own
+    client.close()
+    enqueuer.close()
+    check_consistent(server, {"stored"})
+    assert stored(server)[0] == [b"stored"]
+
+
+def test_async_error_reply_is_a_503_and_the_connection_stays_in_step(server: RedisServer) -> None:
+    client = server.client()
+    client.set(HASH, "not a hash")
+
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+        [refused] = await _enqueue_all(enqueuer, ["refused"])
+        assert isinstance(refused, QueueUnavailable)
+        client.delete(HASH)
+        assert await _enqueue_all(enqueuer, ["stored"]) == [None]
+        await enqueuer.aclose()
+
+    asyncio.run(main())
+    client.close()
+    assert stored(server)[0] == [b"stored"]
+
+
+def test_missing_replica_refuses_every_write_never_a_reply_out_of_step(server: RedisServer) -> None:
+    """``WAIT`` is pipelined behind the script: with no replica each write gets its 503. A reply left
+    unread would let the next write read the previous WAIT's and the script's and pass as stored."""
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=1.0, replicas=1)
+    for message_id in ("one", "two", "three"):
+        with pytest.raises(QueueUnavailable, match="replicas"):
+            enqueuer.enqueue(message_id, b"body-" + message_id.encode())
+    enqueuer.close()
+
+    async def main() -> None:
+        async_enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=0.5, replicas=1)
+        for message_id in ("four", "five"):
+            [result] = await _enqueue_all(async_enqueuer, [message_id])
+            assert isinstance(result, QueueUnavailable) and "replicas" in str(result)
+        await async_enqueuer.aclose()
+
+    asyncio.run(main())
+
+
+def test_one_at_a_time_needs_no_flusher_task_and_no_slot(server: RedisServer) -> None:
+    """The path of a delivery that arrives alone: the request writes its own message."""
+
+    async def main() -> None:
+        enqueuer = AsyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+        for message_id in ids(20):
+            await enqueuer.enqueue(message_id, b"body-" + message_id.encode())
+        assert enqueuer._flusher is None and not enqueuer._busy and not enqueuer._pending
+        await enqueuer.aclose()
+
+    asyncio.run(main())
+    sync = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+    for message_id in ids(20):
+        sync.enqueue(message_id, b"body-" + message_id.encode())
+    assert not sync._busy and not sync._pending
+    sync.close()
+    assert len(stored(server)[0]) == 40
+
+
+def test_sync_a_forked_child_opens_its_own_connection(server: RedisServer) -> None:
+    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
+    enqueuer.enqueue("parent", b"body-parent")
+    parents = enqueuer._conn
+    enqueuer._conn_pid = -1  # what the child sees: the connection was opened by another process
+    enqueuer.enqueue("child", b"body-child")
+    assert enqueuer._conn is not parents
+    parents.disconnect()
+    enqueuer.close()
+    check_consistent(server, {"parent", "child"})

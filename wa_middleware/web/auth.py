@@ -136,6 +136,10 @@ class BasicAuth:
             if ":" in user:
                 raise ValueError("a Basic auth username cannot contain ':'")
         self._secrets = [f"{user}:{pw}".encode() for user, pw in pairs]
+        # The exact header values `header_value` gives the sender, which is what arrives nearly
+        # always: compared whole first, with no decoding (the other spellings a client may send,
+        # lower-case scheme, spaces, still pass through the full parse below).
+        self._exact = [self.header_value(user, pw).encode("ascii") for user, pw in pairs]
         self.challenge: str | None = f'Basic realm="{realm}", charset="UTF-8"'
 
     @staticmethod
@@ -147,6 +151,8 @@ class BasicAuth:
         value = headers.get("authorization")
         if not value:
             return False
+        if _any_equal(value.encode("latin-1", "replace"), self._exact):
+            return True
         scheme, _, token = value.strip().partition(" ")
         if scheme.lower() != "basic":
             return False

@@ -6,12 +6,19 @@ like the broker's own: while a write is in flight, newly arrived messages wait i
 out together in the next one. The keys and values are exactly those the broker's own script
 writes, so stock dramatiq workers consume them. Redis answers only once it applied (and, with
 ``appendfsync always``, fsynced) the writes, so the 200 that follows means "stored".
+
+Only one write is in flight per enqueuer at a time, so each enqueuer writes on one connection of
+its own, with the command packed by `wire.EnqueueCommand`; redis-py's client (and its pool) serves
+the rest: the memory-policy check, ``PING``, ``INFO``. A request that finds nothing in flight
+writes its own message at once, with no task, future, timer or thread hand-off: the path of a
+delivery that arrives alone costs what one command costs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,6 +27,7 @@ from typing import Any
 
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
 from .. import metrics
@@ -27,59 +35,15 @@ from ..errors import QueueUnavailable
 from ..keys import KeyLayout
 from ..memory import memory_report, policy_error
 from ..redis_url import async_client, sync_client
+from .deadline import deadline
+from .wire import ENQUEUE_LUA, EnqueueCommand, Recording
 
-__all__ = ["AsyncEnqueuer", "Recording", "SyncEnqueuer"]
+__all__ = ["ENQUEUE_LUA", "AsyncEnqueuer", "Recording", "SyncEnqueuer"]
 
 logger = logging.getLogger("wa_middleware.request")
 
 #: Messages per round trip at most: keeps one write short under a burst.
 MAX_BATCH = 512
-
-#: The broker's own enqueue (HSET the body, RPUSH the id) for a whole batch, plus the optional
-#: recording, as one atomic command: one request and one reply, where MULTI/HSET/RPUSH/EXEC
-#: costs four of each (most of the client's CPU when requests arrive one at a time).
-#: KEYS: list, hash[, stream]; ARGV: stream max length, stream min id, then id, data, id, data...
-ENQUEUE_LUA = """
-local n = #ARGV
-for i = 3, n, 2 do redis.call('hset', KEYS[2], ARGV[i], ARGV[i + 1]) end
-for i = 3, n, 2 do redis.call('rpush', KEYS[1], ARGV[i]) end
-if KEYS[3] then
-  for i = 3, n, 2 do redis.call('xadd', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i + 1]) end
-  redis.call('xtrim', KEYS[3], 'MINID', '~', ARGV[2])
-end
-return (n - 2) / 2
-"""
-
-
-class Recording:
-    """Keep accepted deliveries in a Redis stream, trimmed by count and by age (see `replay`).
-
-    :param key: the stream's key.
-    :param max_count: entries kept at most (trimmed approximately, as Redis does cheaply).
-    :param max_age: seconds an entry is kept at most.
-    """
-
-    __slots__ = ("key", "max_age_ms", "max_count")
-
-    def __init__(self, key: str, max_count: int, max_age: float) -> None:
-        self.key = key
-        self.max_count = max_count
-        self.max_age_ms = int(max_age * 1000)
-
-
-def _script_input(
-    list_key: str, hash_key: str, recording: Recording | None, items: Sequence[tuple[str, bytes]]
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of `ENQUEUE_LUA` for one batch."""
-    args: list[Any]
-    if recording is None:
-        keys, args = [list_key, hash_key], [0, 0]
-    else:
-        minid = int(time.time() * 1000) - recording.max_age_ms
-        keys, args = [list_key, hash_key, recording.key], [recording.max_count, minid]
-    for message_id, data in items:
-        args += (message_id, data)
-    return keys, args
 
 
 class _Guard:
@@ -92,20 +56,23 @@ class _Guard:
     #: Seconds between two reads of ``maxmemory-policy`` (it can be changed at run time).
     CHECK_EVERY = 10.0
 
-    __slots__ = ("_checked", "_logged", "refusal", "replicas", "wait_ms")
+    __slots__ = ("_logged", "next_check", "refusal", "replicas", "wait", "wait_ms")
 
     def __init__(self, replicas: int, timeout: float) -> None:
         self.replicas = replicas
         self.wait_ms = max(int(timeout * 500), 1)
+        #: The ``WAIT`` pipelined behind each script call, or None without replicas.
+        self.wait = (replicas, self.wait_ms) if replicas else None
         self.refusal: str | None = None
-        self._checked = -1e9
+        #: When the policy is to be read again (a write checks only this and `refusal`, inline).
+        self.next_check = -1e9
         self._logged = -1e9
 
     def due(self) -> bool:
-        return time.monotonic() - self._checked >= self.CHECK_EVERY
+        return time.monotonic() >= self.next_check
 
     def checked(self, info: Any) -> None:
-        self._checked = time.monotonic()
+        self.next_check = time.monotonic() + self.CHECK_EVERY
         self.refusal = policy_error(info)
 
     def refuse(self) -> None:
@@ -129,6 +96,26 @@ class _Guard:
 _NO_RETRY = 0
 
 
+def _replies(read: Any, count: int) -> list[Any]:
+    """Read ``count`` replies; an error reply is returned, not raised, once read whole, so the
+    connection stays in step with the pipelined ``WAIT`` behind the script."""
+    out: list[Any] = []
+    for _ in range(count):
+        try:
+            out.append(read())
+        except ResponseError as exc:
+            out.append(exc)
+    return out
+
+
+def _outcome(replies: list[Any], guard: _Guard) -> None:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    if guard.wait is not None:
+        guard.replicated(replies[1])
+
+
 class AsyncEnqueuer:
     """Coalescing enqueuer for one event loop (redis.asyncio connections are loop-bound).
 
@@ -145,7 +132,6 @@ class AsyncEnqueuer:
     def __init__(
         self, url: str, *, keys: KeyLayout, timeout: float, recording: Recording | None = None, replicas: int = 0
     ) -> None:
-        self._recording = recording
         self._guard = _Guard(replicas, timeout)
         self._client = async_client(
             url,
@@ -154,31 +140,68 @@ class AsyncEnqueuer:
             retry=AsyncRetry(NoBackoff(), _NO_RETRY),
             max_connections=8,
         )
-        self._list_key, self._hash_key = keys.queue, keys.messages
-        self._script = self._client.register_script(ENQUEUE_LUA)
+        # The write connection has no socket timeout of its own: each write is bounded as a whole
+        # by one deadline on the writing task, where a socket timeout would add a timer to every
+        # read and a task (wait_for) to every send.
+        # (socket_timeout=None explicitly: redis-py >= 8 otherwise gives every connection 5 s.)
+        self._writer = async_client(
+            url, socket_timeout=None, socket_connect_timeout=timeout, retry=AsyncRetry(NoBackoff(), _NO_RETRY)
+        )
+        self._write_pool = self._writer.connection_pool
+        self._conn: Any = None
+        self._command = EnqueueCommand(keys.queue, keys.messages, recording)
         self._timeout = timeout
         self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        #: A write is in flight (a leading request's or the flusher's); invariant: when not, nothing is pending.
+        self._busy = False
         self._flusher: asyncio.Task[None] | None = None
 
     async def enqueue(self, message_id: str, data: bytes) -> None:
         """Store one message; returns once Redis acknowledged it, raises `QueueUnavailable` otherwise."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((message_id, data, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush_loop())
-        # A timer rather than wait_for(shield(...)): no extra task per request on the hot path.
-        # When it fires first, the future fails and the flusher skips the message if not yet
-        # taken into a write; if the request is cancelled, so is the future.
-        timer = loop.call_later(self._timeout, _expire, future)
         started = time.perf_counter()
         ok = False
         try:
-            await future
+            if self._busy:
+                await self._follow(message_id, data)
+            else:
+                await self._lead(message_id, data)
             ok = True
         finally:
-            timer.cancel()
             metrics.enqueue_done(time.perf_counter() - started, ok)
+
+    async def _lead(self, message_id: str, data: bytes) -> None:
+        # Nothing in flight: this request writes its own message itself, now. Requests arriving
+        # meanwhile queue up and go out together in one write after it, by the flusher.
+        self._busy = True
+        try:
+            if sys.version_info >= (3, 11):
+                with deadline(self._timeout):  # (`_bounded_write` inlined: one coroutine less)
+                    await self._write(((message_id, data),))
+            else:
+                await asyncio.wait_for(self._write(((message_id, data),)), self._timeout)
+        except QueueUnavailable:
+            raise
+        except Exception as exc:
+            raise QueueUnavailable(type(exc).__name__) from None
+        finally:
+            # Even when this request was cancelled: the ones queued behind it are not.
+            if self._pending:
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+            else:
+                self._busy = False
+
+    async def _follow(self, message_id: str, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((message_id, data, future))
+        # A timer rather than wait_for(shield(...)): no extra task per request. When it fires first,
+        # the future fails and the flusher skips the message if not yet taken into a write; if the
+        # request is cancelled, so is the future.
+        timer = loop.call_later(self._timeout, _expire, future)
+        try:
+            await future
+        finally:
+            timer.cancel()
 
     async def _flush_loop(self) -> None:
         batch: list[tuple[str, bytes, asyncio.Future[None]]] = []
@@ -189,13 +212,14 @@ class AsyncEnqueuer:
                 if not batch:
                     continue
                 try:
-                    await self._bounded_write(batch)
+                    await self._bounded_write([(message_id, data) for message_id, data, _ in batch])
                 except QueueUnavailable as exc:
                     _settle(batch, exc)
                 except Exception as exc:
                     _settle(batch, QueueUnavailable(type(exc).__name__))
                 else:
                     _settle(batch, None)
+            batch = []
         except BaseException:
             # Cancelled with the loop: nobody will write what is left (nor finish the write in
             # flight, whose outcome is unknown); fail it now rather than let each request wait
@@ -203,26 +227,45 @@ class AsyncEnqueuer:
             _settle(batch + self._pending, QueueUnavailable("enqueuer stopped"))
             self._pending = []
             raise
+        finally:
+            # No await between the empty check above and here: nothing can have queued meanwhile.
+            self._busy = False
 
-    async def _bounded_write(self, batch: Sequence[tuple[str, bytes, Any]]) -> None:
+    async def _bounded_write(self, items: Sequence[tuple[str, bytes]]) -> None:
         if sys.version_info >= (3, 11):
             # A deadline on this task rather than wait_for's extra task per write.
-            async with asyncio.timeout(self._timeout):
-                await self._write(batch)
+            with deadline(self._timeout):
+                await self._write(items)
         else:
-            await asyncio.wait_for(self._write(batch), self._timeout)
+            await asyncio.wait_for(self._write(items), self._timeout)
 
-    async def _write(self, batch: Sequence[tuple[str, bytes, Any]]) -> None:
-        keys, args = _script_input(
-            self._list_key, self._hash_key, self._recording, [(message_id, data) for message_id, data, _ in batch]
-        )
+    async def _write(self, items: Sequence[tuple[str, bytes]]) -> None:
         guard = self._guard
-        if guard.due():
-            guard.checked(await self._client.info("memory"))
-        guard.refuse()
-        await self._script(keys=keys, args=args)
-        if guard.replicas:
-            guard.replicated(await self._client.wait(guard.replicas, guard.wait_ms))
+        if guard.refusal is not None or time.monotonic() >= guard.next_check:
+            if guard.due():
+                guard.checked(await self._client.info("memory"))
+            guard.refuse()
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._write_pool.make_connection()  # type: ignore[no-untyped-call]
+        # A failed or interrupted send or read (a timeout, a cancellation) leaves redis-py's
+        # connection disconnected, never holding a stale reply: the next write reconnects.
+        await conn.send_packed_command([self._command.pack(items, wait=guard.wait)], check_health=False)
+        try:
+            reply = await conn.read_response()
+        except ResponseError as exc:  # read whole: the connection is still in step
+            reply = exc
+        if guard.wait is not None or isinstance(reply, Exception):
+            await self._rest(conn, items, reply)
+
+    async def _rest(self, conn: Any, items: Sequence[tuple[str, bytes]], first: Any) -> None:
+        """The rare rest of a write: the ``WAIT`` reply, the script sent again after ``NOSCRIPT``."""
+        guard = self._guard
+        replies = [first] + [await _read_one(conn) for _ in range(guard.wait is not None)]
+        if isinstance(replies[0], NoScriptError):  # Redis restarted or SCRIPT FLUSH: nothing ran
+            await conn.send_packed_command([self._command.pack(items, load=True, wait=guard.wait)], check_health=False)
+            replies = [await _read_one(conn) for _ in range(1 + (guard.wait is not None))]
+        _outcome(replies, guard)
 
     async def ping(self) -> float:
         """Round-trip time of a PING in seconds; raises `QueueUnavailable` when Redis does not answer."""
@@ -241,7 +284,25 @@ class AsyncEnqueuer:
         return memory_report(info)
 
     async def aclose(self) -> None:
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():
+            flusher.cancel()
+            try:
+                await flusher
+            except asyncio.CancelledError:
+                pass
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None
+        await self._writer.aclose()
         await self._client.aclose()
+
+
+async def _read_one(conn: Any) -> Any:
+    try:
+        return await conn.read_response()
+    except ResponseError as exc:  # read whole: the connection is still in step
+        return exc
 
 
 def _expire(future: asyncio.Future[None]) -> None:
@@ -259,15 +320,28 @@ def _settle(batch: Sequence[tuple[str, bytes, asyncio.Future[None]]], error: Exc
 
 
 class _Slot:
-    __slots__ = ("data", "deadline", "done", "error", "lead", "message_id")
+    """One thread's message. ``wake`` (followers only) is a lock taken at creation, released once
+    when the thread may go on: cheaper than an Event, which builds a Condition and a second lock."""
+
+    __slots__ = ("data", "deadline", "error", "lead", "message_id", "wake", "woken")
 
     def __init__(self, message_id: str, data: bytes, deadline: float) -> None:
         self.message_id = message_id
         self.data = data
         self.deadline = deadline
-        self.done = threading.Event()
         self.lead = False
+        self.woken = False
+        self.wake: Any = None
         self.error: Exception | None = None
+
+    def follow(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+    def signal(self) -> None:
+        """Let the waiting thread go on (after ``lead`` and ``error`` are set); once per follower."""
+        self.woken = True
+        self.wake.release()
 
 
 class SyncEnqueuer:
@@ -275,7 +349,9 @@ class SyncEnqueuer:
 
     The first thread to arrive writes; threads arriving meanwhile queue up and the next of
     them writes all queued messages in one round trip when the previous write returns
-    (leader/follower hand-over), so no background thread is needed.
+    (leader/follower hand-over), so no background thread is needed. A thread that finds nothing
+    in flight writes at once: under a sync worker (one request at a time) that is every request,
+    and its cost is two uncontended lock acquisitions on top of the command.
 
     Time bound: a write may take ``timeout / 2`` (connect and reply a quarter each), and the lead is only
     handed to a waiting thread with at least that much of its ``timeout`` left (older ones ride
@@ -285,9 +361,10 @@ class SyncEnqueuer:
     def __init__(
         self, url: str, *, keys: KeyLayout, timeout: float, recording: Recording | None = None, replicas: int = 0
     ) -> None:
-        self._recording = recording
         self._write_timeout = timeout / 2
-        self._guard = _Guard(replicas, timeout / 2)
+        # WAIT gets half of a socket read's timeout (Redis times a WAIT out only to about 100 ms): its
+        # own answer, not a timeout of the read, says how many replicas have the write.
+        self._guard = _Guard(replicas, self._write_timeout / 2)
         self._client = sync_client(
             url,
             # Connect and reply share the write's budget, so one write never takes more than
@@ -296,8 +373,9 @@ class SyncEnqueuer:
             socket_connect_timeout=self._write_timeout / 2,
             retry=Retry(NoBackoff(), _NO_RETRY),
         )
-        self._list_key, self._hash_key = keys.queue, keys.messages
-        self._script = self._client.register_script(ENQUEUE_LUA)
+        self._command = EnqueueCommand(keys.queue, keys.messages, recording)
+        self._conn: Any = None
+        self._conn_pid = 0
         self._timeout = timeout
         self._lock = threading.Lock()
         self._pending: list[_Slot] = []
@@ -315,46 +393,55 @@ class SyncEnqueuer:
             metrics.enqueue_done(time.perf_counter() - started, ok)
 
     def _enqueue(self, message_id: str, data: bytes) -> None:
-        slot = _Slot(message_id, data, time.monotonic() + self._timeout)
         with self._lock:
-            self._pending.append(slot)
-            if not self._busy:
-                self._busy = slot.lead = True
+            alone = not self._busy
+            if alone:
+                # Nothing in flight, hence nothing pending (the invariant): lead at once, with no slot.
+                self._busy = True
+            else:
+                slot = _Slot(message_id, data, time.monotonic() + self._timeout)
+                slot.follow()
+                self._pending.append(slot)
+        if alone:
+            try:
+                self._write(((message_id, data),))
+            except QueueUnavailable:
+                raise
+            except Exception as exc:
+                raise QueueUnavailable(type(exc).__name__) from None
+            finally:
+                # Even on a BaseException: the lead moves on to whoever queued meanwhile.
+                self._hand_over()
+            return
+        slot.wake.acquire(timeout=max(slot.deadline - time.monotonic(), 0))
+        with self._lock:
+            if not slot.woken:
+                # Neither written nor handed the lead in time. Still queued: withdraw it, so a
+                # 503 is never followed by a late write. Already in a write: it may land (a
+                # redelivery, de-duplicated downstream), never a loss.
+                if slot in self._pending:
+                    self._pending.remove(slot)
+                raise QueueUnavailable("broker did not acknowledge in time")
         if not slot.lead:
-            slot.done.wait(max(slot.deadline - time.monotonic(), 0))
-            with self._lock:
-                if not slot.done.is_set():
-                    # Neither written nor handed the lead in time. Still queued: withdraw it, so a
-                    # 503 is never followed by a late write. Already in a write: it may land (a
-                    # redelivery, de-duplicated downstream), never a loss.
-                    if slot in self._pending:
-                        self._pending.remove(slot)
-                    raise QueueUnavailable("broker did not acknowledge in time")
-            if not slot.lead:
-                if slot.error is not None:
-                    raise slot.error
-                return
+            if slot.error is not None:
+                raise slot.error
+            return
         self._lead(slot)
         if slot.error is not None:
             raise slot.error
 
     def _lead(self, own: _Slot) -> None:
         with self._lock:
-            # Older slots with too little time left to lead ride along in this write; the batch
-            # always holds the leader's own slot.
-            size = MAX_BATCH if own in self._pending[:MAX_BATCH] else self._pending.index(own) + 1
-            batch, self._pending = self._pending[:size], self._pending[size:]
+            pending = self._pending
+            if len(pending) == 1:  # alone: the common case under a sync worker
+                batch, self._pending = pending, []
+            else:
+                # Older slots with too little time left to lead ride along in this write; the batch
+                # always holds the leader's own slot.
+                size = MAX_BATCH if own in pending[:MAX_BATCH] else pending.index(own) + 1
+                batch, self._pending = pending[:size], pending[size:]
         try:
-            keys, args = _script_input(
-                self._list_key, self._hash_key, self._recording, [(s.message_id, s.data) for s in batch]
-            )
-            guard = self._guard
-            if guard.due():
-                guard.checked(self._client.info("memory"))
-            guard.refuse()
-            self._script(keys=keys, args=args)
-            if guard.replicas:
-                guard.replicated(self._client.wait(guard.replicas, guard.wait_ms))
+            self._write([(s.message_id, s.data) for s in batch])
         except BaseException as exc:
             # Whatever stopped the write (even a BaseException tearing this thread down), the other
             # requests of the batch must not answer 200 for something that may not be stored.
@@ -368,24 +455,63 @@ class SyncEnqueuer:
             # later request would wait for a leader that never comes.
             for s in batch:
                 s.lead = False
-                s.done.set()
+                if s is not own:
+                    s.signal()
             self._hand_over()
+
+    def _connect(self) -> Any:
+        # Only the leading thread writes, one write at a time, so one connection serves them all and
+        # never goes back to a pool (no checkout, lock and readiness probe per write). After a fork
+        # the parent's socket is not ours: a child opens its own.
+        self._conn, self._conn_pid = self._client.connection_pool.make_connection(), os.getpid()
+        return self._conn
+
+    def _write(self, items: Sequence[tuple[str, bytes]]) -> None:
+        guard = self._guard
+        if guard.refusal is not None or time.monotonic() >= guard.next_check:
+            if guard.due():
+                guard.checked(self._client.info("memory"))
+            guard.refuse()
+        conn = self._conn
+        if conn is None or self._conn_pid != os.getpid():
+            conn = self._connect()
+        # A failed send or read (a timeout, a dead socket) leaves redis-py's connection
+        # disconnected, never holding a stale reply: the next write reconnects.
+        conn.send_packed_command([self._command.pack(items, wait=guard.wait)], check_health=False)
+        try:
+            reply = conn.read_response()
+        except ResponseError as exc:  # read whole: the connection is still in step
+            reply = exc
+        if guard.wait is not None or isinstance(reply, Exception):
+            self._rest(conn, items, reply)
+
+    def _rest(self, conn: Any, items: Sequence[tuple[str, bytes]], first: Any) -> None:
+        """The rare rest of a write: the ``WAIT`` reply, the script sent again after ``NOSCRIPT``."""
+        guard = self._guard
+        replies = [first, *_replies(conn.read_response, guard.wait is not None)]
+        if isinstance(replies[0], NoScriptError):  # Redis restarted or SCRIPT FLUSH: nothing ran
+            conn.send_packed_command([self._command.pack(items, load=True, wait=guard.wait)], check_health=False)
+            replies = _replies(conn.read_response, 1 + (guard.wait is not None))
+        _outcome(replies, guard)
 
     def _hand_over(self) -> None:
         with self._lock:
+            if not self._pending:  # nobody queued meanwhile: the common case
+                self._busy = False
+                return
             now = time.monotonic()
             # The lead goes to the oldest waiting thread that still has time for a whole write, so
             # no request overruns its bound; older ones ride along in its batch.
             for successor in self._pending:
                 if successor.deadline - now >= self._write_timeout:
                     successor.lead = True
-                    successor.done.set()
+                    successor.signal()
                     return
             # Nobody has time left for a write: answer 503 now rather than overrun the bound.
             error = QueueUnavailable("no time left for a write")
             for slot in self._pending:
                 slot.error = error
-                slot.done.set()
+                slot.signal()
             self._pending = []
             self._busy = False
 
@@ -405,4 +531,7 @@ class SyncEnqueuer:
         return memory_report(info)
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._conn = None
         self._client.close()
