@@ -1267,16 +1267,24 @@ def test_plan_again_out_of_order_runs_only_in_lane_order(lua: Lua, keys: KeyLayo
 
 # -- done-marks ------------------------------------------------------------------------------------
 
+#: The current hour, set anew for each test (a bucket of an hour already over expires at once with the
+#: short TTL these tests use: a module-level value went stale when a run crossed an hour).
 HOUR = int(time.time()) // 3600
 
 
-def mark(n: int, hour: int = HOUR) -> Mark:
+@pytest.fixture(autouse=True)
+def _this_hour() -> None:
+    global HOUR
+    HOUR = int(time.time()) // 3600
+
+
+def mark(n: int, hour: int | None = None) -> Mark:
     """A done-mark with a digest of our choosing (marks.mark_of hashes; here the shard bits are n)."""
-    return (str(hour), n, str(-(2**62) + n * 7919))
+    return (str(HOUR if hour is None else hour), n, str(-(2**62) + n * 7919))
 
 
-def mark_sets(client: redis.Redis, keys: KeyLayout, hour: int = HOUR) -> list[bytes]:
-    return sorted(k for k in client.scan_iter(f"{keys.done_marks}{hour}:*"))
+def mark_sets(client: redis.Redis, keys: KeyLayout, hour: int | None = None) -> list[bytes]:
+    return sorted(k for k in client.scan_iter(f"{keys.done_marks}{HOUR if hour is None else hour}:*"))
 
 
 def test_done_with_a_mark_drops_the_claim_and_writes_the_mark(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
