@@ -208,6 +208,9 @@ class Webhook:
         self._async_enqueuers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEnqueuer] = (
             weakref.WeakKeyDictionary()
         )
+        #: The last loop asked for (weakly) and its enqueuer: a process serves from one loop, and this
+        #: spares each request the weak dictionary's look-up (a weak reference made per call).
+        self._last_enqueuer: tuple[weakref.ref[asyncio.AbstractEventLoop], AsyncEnqueuer] | None = None
         self._sync_enqueuer: SyncEnqueuer | None = None
         self._runtime: Runtime | None = None
 
@@ -415,6 +418,9 @@ class Webhook:
     async def async_enqueuer(self) -> AsyncEnqueuer:
         """The enqueuer of the running event loop (Redis asyncio connections are bound to one loop)."""
         loop = asyncio.get_running_loop()
+        last = self._last_enqueuer
+        if last is not None and last[0]() is loop:
+            return last[1]
         enqueuer = self._async_enqueuers.get(loop)
         if enqueuer is None:
             # First use: starting the embedded server or the dev worker blocks, so not on the loop.
@@ -429,10 +435,12 @@ class Webhook:
                     replicas=self.replicas,
                 )
                 self._async_enqueuers[loop] = enqueuer
+        self._last_enqueuer = (weakref.ref(loop), enqueuer)
         return enqueuer
 
     async def aclose(self) -> None:
         """Close the Redis connections of the running loop's enqueuer (ASGI shutdown, tests)."""
+        self._last_enqueuer = None
         enqueuer = self._async_enqueuers.pop(asyncio.get_running_loop(), None)
         if enqueuer is not None:
             await enqueuer.aclose()

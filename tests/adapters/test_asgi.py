@@ -169,3 +169,26 @@ async def test_header_names_cache_is_bounded_and_never_in_the_way(redis_url: str
     status, _, _ = await call(middleware, scope(headers=[(b"X-Late-Token", b"t")]), [b"{}"])  # cased: lowered
     await webhook.aclose()
     assert status == 200
+
+
+async def test_the_loops_enqueuer_is_remembered_until_closed(redis_url: str, namespace: str) -> None:
+    webhook = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace)
+    first = await webhook.async_enqueuer()
+    assert await webhook.async_enqueuer() is first
+    await webhook.aclose()
+    second = await webhook.async_enqueuer()  # closed ones are never handed out again
+    assert second is not first
+    await second.enqueue("after-close", b"{}")
+    await webhook.aclose()
+
+
+def test_each_loop_gets_its_own_enqueuer(redis_url: str, namespace: str) -> None:
+    webhook = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace)
+
+    async def get() -> Any:
+        enqueuer = await webhook.async_enqueuer()
+        await enqueuer.enqueue("x", b"{}")
+        await webhook.aclose()
+        return enqueuer
+
+    assert asyncio.run(get()) is not asyncio.run(get())

@@ -299,7 +299,8 @@ class Core:
 
     def accepted(self, job: Job) -> Response:
         """The 200, to be sent only once the broker acknowledged ``job``."""
-        logger.info("webhook accepted", extra={"status": 200, "message_id": job.message_id})
+        if logger.isEnabledFor(logging.INFO):  # (no record, no extra dict, when nobody listens)
+            logger.info("webhook accepted", extra={"status": 200, "message_id": job.message_id})
         return self._ok
 
     def reject(self, exc: WebhookError) -> Response:
