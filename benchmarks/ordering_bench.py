@@ -27,6 +27,8 @@ import redis
 
 from wa_middleware import testing
 
+from .servers import tree_cpu_seconds
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 QUEUE = "wa_middleware"
@@ -84,27 +86,6 @@ def stock_messages(events: int) -> list[tuple[str, bytes]]:
         ).encode()
         out.append((mid, data))
     return out
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU time of a process and all its descendants (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += stats.get(pid, (0, 0.0))[1]
-        todo += [child for child, (parent, _) in stats.items() if parent == pid]
-    return total
 
 
 def drained(client: redis.Redis, namespace: str) -> bool:

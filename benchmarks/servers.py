@@ -86,6 +86,15 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its living descendants (a process that ended is lost)."""
+    total = 0.0
+    for each in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process gone meanwhile
+            total += process_cpu_seconds(each)
+    return total
+
+
 def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     if proc.poll() is not None:
         return
@@ -131,6 +140,10 @@ class RedisServer:
                     raise RuntimeError(f"redis-server did not start on port {port}") from None
                 time.sleep(0.05)
         client.close()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     def stop(self) -> None:
         _stop_group(self._proc)
@@ -188,11 +201,7 @@ class ServerProcess:
         """CPU seconds the server (every process of it) has used so far; 0 when it is not running."""
         if self._proc is None or self._proc.poll() is not None:
             return 0.0
-        total = 0.0
-        for pid in process_tree(self._proc.pid):
-            with contextlib.suppress(OSError, ValueError, IndexError):  # a process gone meanwhile
-                total += process_cpu_seconds(pid)
-        return total
+        return tree_cpu_seconds(self._proc.pid)
 
     def kill9(self) -> None:
         """``kill -9`` the whole server, as a crash or an OOM kill would; `reap` collects it."""
@@ -223,6 +232,11 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    @property
+    def pid(self) -> int:
+        """The command's first process (dramatiq's master; its worker processes are its children)."""
+        return self._proc.pid
 
     def running(self) -> bool:
         return self._proc.poll() is None

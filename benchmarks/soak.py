@@ -32,7 +32,7 @@ from wa_middleware.ops.loadtest import Credentials, LoadGenerator, LoadSpec, Que
 
 from .contenders import Contender
 from .payloads import AUTH_PASSWORD, AUTH_USER
-from .servers import RedisServer, ServerProcess, WorkerProcess, free_port
+from .servers import RedisServer, ServerProcess, WorkerProcess, free_port, tree_cpu_seconds
 
 NAMESPACE = "wasoak"
 QUEUE = "soak"
@@ -48,6 +48,30 @@ def _events_in(body: bytes) -> int:
         for entry in value["entry"]
         for change in entry["changes"]
     )
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (every core; Linux ``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_snapshot(server: ServerProcess, worker: WorkerProcess, redis_server: RedisServer) -> dict[str, float]:
+    return {
+        "web": server.cpu_seconds(),
+        "workers": tree_cpu_seconds(worker.pid),
+        "redis": tree_cpu_seconds(redis_server.pid),
+        "machine": _machine_busy_seconds(),
+    }
+
+
+def _cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores each part used over ``seconds``; ``rest`` is the generator, the sampler and anything else."""
+    used = {part: (after[part] - before[part]) / seconds for part in before}
+    used["rest"] = used["machine"] - used["web"] - used["workers"] - used["redis"]
+    return {part: round(value, 3) for part, value in used.items()}
 
 
 def _pct(values: list[float], p: float) -> float | None:
@@ -158,12 +182,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         watch.start(rate)
         sampler.start()
+        cpu_before = _cpu_snapshot(server, worker, server_redis)
         started = time.monotonic()
         try:
             load = generator.run(spec, progress)
         finally:
             generator.close()
         load_end = time.monotonic()
+        cores = _cores(cpu_before, _cpu_snapshot(server, worker, server_redis), load_end - started)
         # Drain: until every delivery is finished (HLEN of the message hash) and the flushers caught up.
         expected = sum(per_body[k % len(bodies)] for k in range(load.sent)) if load.ok == load.sent else None
         while client.hlen(keys.messages) and time.monotonic() < load_end + 600:
@@ -198,6 +224,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                           "lag_samples": len(lags), "lag_p50_ms": _pct(lags, 50), "lag_p99_ms": _pct(lags, 99),
                           "lag_max_ms": max(lags) if lags else None, "drained_after_load_s": round(drained_after, 1),
                           "max_depth": max((s.depth for s in queue_report.samples), default=0)},
+            "cores": cores,
             "memory": {"baseline": baseline, "after_drain": used_after,
                        "per_event": round((used_after - baseline) / events, 1) if events else None,
                        "keys_left": dict(sorted(left.items(), key=lambda kv: -kv[1])[:12])},
@@ -266,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args)
     http, callbacks, memory = result["http"], result["callbacks"], result["memory"]
-    print(json.dumps({"http": http, "callbacks": callbacks, "memory": memory}, indent=1, default=str))
+    shown = {"http": http, "callbacks": callbacks, "cores": result["cores"], "memory": memory}
+    print(json.dumps(shown, indent=1, default=str))
     once = callbacks["events_expected"] == callbacks["events_ran"] and not callbacks["stats"].get("duplicates")
     standard = http["p50_ms"] <= 250 and http["over_1s_share"] < 0.01 and http["ok"] == http["sent"]
     print(f"sender's standard held: {standard}; every event once: {once}; "

@@ -25,6 +25,8 @@ from typing import Any
 
 import redis
 
+from .servers import tree_cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "drain"
 QUEUE = "bench"
@@ -122,12 +124,12 @@ def drain(url: str, hash_key: str, args: list[str], env: dict[str, str], log: Pa
             now = time.monotonic()
             if first is None and left < total:
                 first = now
-                cpu_start = _children_cpu(proc.pid)
+                cpu_start = tree_cpu_seconds(proc.pid)
             if left == 0:
                 break
             time.sleep(0.005)
         end = time.monotonic()
-        cpu = _children_cpu(proc.pid)
+        cpu = tree_cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -142,25 +144,6 @@ def drain(url: str, hash_key: str, args: list[str], env: dict[str, str], log: Pa
     if cpu is not None and cpu_start is not None and elapsed:
         result["cpu_per_second"] = round((cpu - cpu_start) / elapsed, 3)
     return result
-
-
-def _children_cpu(pid: int) -> float | None:
-    """User + system seconds of the worker processes under ``pid`` (Linux /proc)."""
-    try:
-        total = 0.0
-        ticks = os.sysconf("SC_CLK_TCK")
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid or int(entry.name) == pid:
-                total += (int(fields[11]) + int(fields[12])) / ticks
-        return total
-    except OSError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
