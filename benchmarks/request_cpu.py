@@ -5,12 +5,14 @@ per request much less so, so this is the tool to compare two versions of the req
 it on each checkout), and the runner reports its figures beside the HTTP ones. It calls the
 middleware directly, no HTTP server and no client sockets, with the real enqueuers against a
 private Redis (``appendfsync no``: the disk is not what is measured), and puts each next to the
-floor's single ``LPUSH`` from the same client library, done the same way:
+floor, the HTTP benchmark's floor contender called exactly the same way (a bare app that reads the
+body, does one ``LPUSH`` from the same client library and answers 200), and to that ``LPUSH`` alone:
 
-- ASGI: `WebhookMiddleware` in a Starlette app, ``N`` requests in flight at once on uvloop,
-  against one ``redis.asyncio`` ``LPUSH`` per request;
+- ASGI: `WebhookMiddleware` in a Starlette app, ``N`` requests in flight at once on uvloop, each
+  with a scope, ``receive`` and ``send`` as a server gives them, against the bare ASGI app and one
+  ``redis.asyncio`` ``LPUSH``;
 - WSGI: `wa_middleware.adapters.wsgi.WebhookMiddleware` called with an environ as gunicorn
-  builds it, from ``N`` threads, against one ``redis-py`` ``LPUSH`` per request.
+  builds it, from ``N`` threads, against the bare WSGI app and one ``redis-py`` ``LPUSH``.
 
 ``x1`` is the one-at-a-time path (each request alone, nothing to share a write with). Each
 figure is the best of ``rounds`` rounds, the rounds of the contenders interleaved.
@@ -29,8 +31,10 @@ from typing import Any
 
 __all__ = ["main", "measure"]
 
-#: What the report calls the four rows.
+#: What the report calls the rows: each middleware, the floor app (the HTTP benchmark's floor, a bare
+#: app plus one ``LPUSH``, called exactly as the middleware is) and the ``LPUSH`` alone.
 ASGI, ASGI_FLOOR, WSGI, WSGI_FLOOR = "asgi", "asgi-floor", "wsgi", "wsgi-floor"
+ASGI_LPUSH, WSGI_LPUSH = "asgi-lpush", "wsgi-lpush"
 
 
 def _webhook(url: str, queue: str) -> Any:
@@ -46,6 +50,7 @@ async def _asgi(url: str, concurrencies: list[int], requests: int, rounds: int) 
     from starlette.applications import Starlette
     from wa_middleware.adapters.asgi import WebhookMiddleware
 
+    from .contenders.ceiling import answer, read_body
     from .payloads import auth_header, make_deliveries
 
     wa = _webhook(url, "cpu")
@@ -55,7 +60,7 @@ async def _asgi(url: str, concurrencies: list[int], requests: int, rounds: int) 
     auth = auth_header().encode()
     floor_client = aredis.Redis.from_url(url)
 
-    async def wa_request(body: bytes) -> None:
+    async def call(asgi_app: Any, body: bytes) -> None:
         scope = {
             "type": "http",
             "method": "POST",
@@ -85,11 +90,23 @@ async def _asgi(url: str, concurrencies: list[int], requests: int, rounds: int) 
             if message["type"] == "http.response.start":
                 status.append(message["status"])
 
-        await app(scope, receive, send)
+        await asgi_app(scope, receive, send)
         if status != [200]:
-            raise RuntimeError(f"the middleware answered {status}")
+            raise RuntimeError(f"{asgi_app!r} answered {status}")
+
+    async def floor_app(scope: Any, receive: Any, send: Any) -> None:
+        # The HTTP benchmark's floor contender (`contenders.floor`), on this run's client.
+        body = await read_body(receive)
+        await floor_client.lpush("wabench:cpu-floor", body)
+        await answer(send)
+
+    async def wa_request(body: bytes) -> None:
+        await call(app, body)
 
     async def floor_request(body: bytes) -> None:
+        await call(floor_app, body)
+
+    async def lpush_request(body: bytes) -> None:
         await floor_client.lpush("wabench:cpu-floor", body)
 
     async def one_round(fn: Callable[[bytes], Any], concurrency: int) -> float:
@@ -99,12 +116,13 @@ async def _asgi(url: str, concurrencies: list[int], requests: int, rounds: int) 
             await asyncio.gather(*(fn(bodies[(i + j) % len(bodies)]) for j in range(concurrency)))
         return (time.process_time() - started) / requests * 1e6
 
-    out: dict[str, dict[int, float]] = {ASGI: {}, ASGI_FLOOR: {}}
+    contenders = ((ASGI, wa_request), (ASGI_FLOOR, floor_request), (ASGI_LPUSH, lpush_request))
+    out: dict[str, dict[int, float]] = {name: {} for name, _ in contenders}
     for concurrency in concurrencies:
-        best = {ASGI: float("inf"), ASGI_FLOOR: float("inf")}
+        best = {name: float("inf") for name, _ in contenders}
         await one_round(wa_request, concurrency)  # warm: first connections, the policy check
         for _ in range(rounds):
-            for name, fn in ((ASGI, wa_request), (ASGI_FLOOR, floor_request)):
+            for name, fn in contenders:
                 best[name] = min(best[name], await one_round(fn, concurrency))
         for name, value in best.items():
             out[name][concurrency] = round(value, 1)
@@ -148,6 +166,7 @@ def _wsgi(url: str, concurrencies: list[int], requests: int, rounds: int) -> dic
     import redis
     from wa_middleware.adapters.wsgi import WebhookMiddleware
 
+    from .contenders.ceiling_wsgi import BODY, HEADERS, read_body
     from .payloads import auth_header, make_deliveries
 
     wa = _webhook(url, "cpu-wsgi")
@@ -168,7 +187,20 @@ def _wsgi(url: str, concurrencies: list[int], requests: int, rounds: int) -> dic
         if statuses[0] != "200 OK":
             raise RuntimeError(f"the middleware answered {statuses}")
 
+    def floor_app(environ: Any, start_response: Any) -> list[bytes]:
+        # The HTTP benchmark's WSGI floor contender (`contenders.floor_wsgi`), on this run's client.
+        floor_client.lpush("wabench:cpu-floor", read_body(environ))
+        start_response("200 OK", HEADERS)
+        return [BODY]
+
     def floor_request(body: bytes) -> None:
+        statuses: list[str] = []
+        for _ in floor_app(_environ(body, auth), lambda status, headers, exc_info=None: statuses.append(status)):
+            pass
+        if statuses[0] != "200 OK":
+            raise RuntimeError(f"the floor answered {statuses}")
+
+    def lpush_request(body: bytes) -> None:
         environ = _environ(body, auth)
         floor_client.lpush("wabench:cpu-floor", environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
 
@@ -188,12 +220,13 @@ def _wsgi(url: str, concurrencies: list[int], requests: int, rounds: int) -> dic
                 thread.join()
         return (time.process_time() - started) / requests * 1e6
 
-    out: dict[str, dict[int, float]] = {WSGI: {}, WSGI_FLOOR: {}}
+    contenders = ((WSGI, wa_request), (WSGI_FLOOR, floor_request), (WSGI_LPUSH, lpush_request))
+    out: dict[str, dict[int, float]] = {name: {} for name, _ in contenders}
     for concurrency in concurrencies:
-        best = {WSGI: float("inf"), WSGI_FLOOR: float("inf")}
+        best = {name: float("inf") for name, _ in contenders}
         one_round(wa_request, concurrency)
         for _ in range(rounds):
-            for name, fn in ((WSGI, wa_request), (WSGI_FLOOR, floor_request)):
+            for name, fn in contenders:
                 best[name] = min(best[name], one_round(fn, concurrency))
         for name, value in best.items():
             out[name][concurrency] = round(value, 1)
@@ -241,16 +274,18 @@ def table(result: dict[str, Any]) -> str:
         "|---|" + "---:|" * len(levels),
     ]
     labels = {
-        ASGI: "ASGI middleware (Starlette)",
-        ASGI_FLOOR: "floor: one redis.asyncio LPUSH",
+        ASGI: "ASGI middleware (in Starlette)",
+        ASGI_FLOOR: "floor: bare ASGI app + one redis.asyncio LPUSH",
+        ASGI_LPUSH: "one redis.asyncio LPUSH alone",
         WSGI: "WSGI middleware",
-        WSGI_FLOOR: "floor: one redis-py LPUSH",
+        WSGI_FLOOR: "floor: bare WSGI app + one redis-py LPUSH",
+        WSGI_LPUSH: "one redis-py LPUSH alone",
     }
-    for name in (ASGI, ASGI_FLOOR, WSGI, WSGI_FLOOR):
+    for name in (ASGI, ASGI_FLOOR, ASGI_LPUSH, WSGI, WSGI_FLOOR, WSGI_LPUSH):
         row = figures.get(name)
         if not row:
             continue
-        floor = figures.get(f"{name}-floor") if not name.endswith("floor") else None
+        floor = figures.get(f"{name}-floor") if name in (ASGI, WSGI) else None
         cells = []
         for level in levels:
             value = row.get(str(level))

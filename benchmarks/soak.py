@@ -9,7 +9,8 @@ percentiles, the backlog (queue depth, deliveries not finished), the lag from th
 callback start (sampled: one event in ``SOAK_LAG_EVERY``), and at the end: whether every event ran
 once, how long the backlog took to drain, and Redis's memory per event once drained.
 
-Results go to ``benchmarks/results/soak-<time>.json`` (and ``.png`` when matplotlib is installed).
+Results go to ``benchmarks/results/soak-<time>.json`` (and ``.png`` when matplotlib is installed), the
+servers' logs to ``benchmarks/results/logs/``.
 """
 
 from __future__ import annotations
@@ -147,7 +148,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     contender = Contender("soak", "benchmarks.soak_app:app", "uvicorn", "wa-middleware in a Starlette app", "wa")
-    server = ServerProcess(contender, free_port(7400, 7499), env, out_dir)
+    logs = out_dir / "logs"  # (ignored by git, as the runner's logs are)
+    logs.mkdir(exist_ok=True)
+    server = ServerProcess(contender, free_port(7400, 7499), env, logs)
     worker_args = ["-m", "wa_middleware.cli", "worker", "benchmarks.soak_app:wa", "-p", str(args.processes),
                    "-t", str(args.threads)]  # fmt: skip
     worker: WorkerProcess | None = None
@@ -157,7 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         server.start()
         server.wait_ready()
-        worker = WorkerProcess(worker_args, {**os.environ, **env}, out_dir / f"soak-worker-{stamp}.log")
+        worker = WorkerProcess(worker_args, {**os.environ, **env}, logs / f"soak-worker-{stamp}.log")
         deadline = time.monotonic() + 60
         while client.hlen(keys.messages) and time.monotonic() < deadline:  # the readiness probe's delivery
             time.sleep(0.1)

@@ -179,13 +179,15 @@ class Relay:
             s.close()
 
 
-def _sentinel_binary() -> list[str]:
+def _sentinel_command(conf: Path) -> list[str]:
     found = shutil.which("redis-sentinel")
     if found:
-        return [found]
+        return [found, str(conf)]
     server = shutil.which("redis-server")
     if server:
-        return [server, "--sentinel"]  # what redis-sentinel is: the same program in sentinel mode
+        # What redis-sentinel is: the same program in sentinel mode. The configuration file must come
+        # first (``redis-server --sentinel FILE`` reads FILE as a sentinel statement, and exits 1).
+        return [server, str(conf), "--sentinel"]
     pytest.skip("no redis-sentinel (apt-get install redis-sentinel) nor redis-server to run in sentinel mode")
 
 
@@ -216,7 +218,7 @@ class Sentinels:
         return f"redis+sentinel://{hosts}/{SERVICE}/0"
 
     def start(self) -> Sentinels:
-        binary = _sentinel_binary()
+        _sentinel_command(self.dir)  # skips at once when there is no sentinel to run
         self.primary.start()
         self.relay = Relay(self.primary.port)
         for n in range(1 + self.more):
@@ -238,7 +240,7 @@ class Sentinels:
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
             with open(self.dir / f"sentinel-{n}.log", "ab") as log:
-                self.procs.append(subprocess.Popen([*binary, str(conf)], stdout=log, stderr=subprocess.STDOUT))
+                self.procs.append(subprocess.Popen(_sentinel_command(conf), stdout=log, stderr=subprocess.STDOUT))
             wait_for_port(port, proc=self.procs[-1])
         self.wait_ready()
         return self
