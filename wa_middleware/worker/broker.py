@@ -38,11 +38,6 @@ IDLE_MS = 100
 #: Deliveries one fetch takes at most.
 MAX_FETCH = 256
 
-#: After a thin fetch (fewer deliveries than a batch of quick callbacks packs), how long the next one
-#: waits for more, in seconds: under a steady few hundred or thousand deliveries a second, fetches
-#: and batches then grow with the rate instead of costing a fetch (two round trips) per delivery or two.
-GATHER_S = 0.005
-
 
 class WebhookBroker(RedisBroker):
     """dramatiq's Redis broker, with a planning consumer on the webhook's queue."""
@@ -59,9 +54,6 @@ class WebhookBroker(RedisBroker):
 class _PlanningConsumer(RedisConsumer):
     """Takes and plans deliveries in one step; acks, rejects and requeues through the lease's scripts
     (this process's own acks set), never through dramatiq's (on the webhook's queue)."""
-
-    #: Not before this (`time.monotonic`) the next fetch: set after a thin one (`GATHER_S`).
-    _next_fetch = 0.0
 
     def _ours(self) -> bool:
         return bool(self.queue_name == self.broker.dispatcher.queue_name)
@@ -128,8 +120,6 @@ class _PlanningConsumer(RedisConsumer):
         if self.queue_name != broker.dispatcher.queue_name:
             return [data for data in broker.do_fetch(self.queue_name, slots) if data is not None]
         taken = self._take(min(slots * BATCH, MAX_FETCH), slots)
-        fill = broker.dispatcher.batch_fill()
-        self._next_fetch = time.monotonic() + GATHER_S if fill > 1 and 0 < len(taken) < fill else 0.0
         return self._batches(taken)
 
     def _batches(self, messages: list[dramatiq.Message[Any]]) -> list[dramatiq.Message[Any]]:
@@ -205,9 +195,6 @@ class _PlanningConsumer(RedisConsumer):
                 except IndexError:
                     messages: list[Any] = []
                     if self.outstanding_message_count < self.prefetch:
-                        gather = self._next_fetch - time.monotonic()
-                        if gather > 0:
-                            time.sleep(gather)
                         self.message_cache = messages = self._fetch(self.prefetch - self.outstanding_message_count)
                     if not messages:
                         # A short idle backoff: lane heads are enqueued one at a time as their

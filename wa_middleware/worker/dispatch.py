@@ -98,10 +98,6 @@ class Dispatcher:
         #: Deliveries grouped by the consumer into one batch message: batch id -> its messages.
         self.batches: dict[str, list[dramatiq.Message[Any]]] = {}
         self.batch_actor = f"{settings.name}.batch"
-        #: Seconds a delivery's callbacks took lately (a moving average over the deliveries run):
-        #: how many deliveries a batch may pack without keeping the last of them waiting (`batch_fill`).
-        #: It starts at the budget, so a batch packs nothing until callbacks are known to be quick.
-        self.delivery_seconds = BATCH_BUDGET
         self._broker: RedisBroker | None = None
         self._lease: Lease | None = None
         #: What counts as a callback failing: also dramatiq's time limit, so a callback that runs
@@ -216,7 +212,7 @@ class Dispatcher:
         for message in messages:
             marks.append(len(args))
             units.append(self.plan_args(message, args))
-        groups = _groups(messages, units, slots, self.dispatch_actor, self.batch_fill())
+        groups = _groups(messages, units, slots, self.dispatch_actor)
         offset = PLAN_MESSAGE.index("group")
         for mark, group in zip(marks, groups, strict=True):
             args[mark + offset] = group
@@ -286,10 +282,7 @@ class Dispatcher:
             # Planning failed when the message was taken (it then claimed nothing): never run it
             # against that empty plan. Failing sends it to the dead letters (a replay plans it afresh).
             raise RuntimeError(f"delivery {message.message_id} could not be planned")
-        started = time.perf_counter()
-        ops = self._run_planned(plan, units)
-        self._paced(time.perf_counter() - started)
-        self.finish(message, ops)
+        self.finish(message, self._run_planned(plan, units))
 
     def run_batch(self, batch: dramatiq.Message[Any]) -> None:
         """Run the deliveries the consumer grouped into ``batch`` (under load), one after the other in
@@ -309,9 +302,7 @@ class Dispatcher:
                     finished.append((message, self._bury_ops(message)))
                     continue
                 try:
-                    started = time.perf_counter()
                     finished.append((message, self._run_planned(plan, units, blocked)))
-                    self._paced(time.perf_counter() - started)
                 except BaseException:
                     # Past the callbacks' error handling (a BaseException): this delivery to the dead
                     # letters, the ones not started back to the queue, what ran recorded below.
@@ -323,23 +314,6 @@ class Dispatcher:
             # The consumer acks the batch message, never its members: nothing else would take their
             # ids out of `acked` (they piled up there, about 100 bytes a delivery, before).
             self.acked.difference_update([rid_of(m) for m in messages])
-
-    def _paced(self, seconds: float) -> None:
-        # Threads race on it harmlessly: each writes a whole float, and an update lost now and then
-        # only slows the average down.
-        self.delivery_seconds += (seconds - self.delivery_seconds) * PACE_WEIGHT
-
-    def batch_fill(self) -> int:
-        """Deliveries one batch may pack whatever the fetch's size: as many as the callbacks run, at
-        their recent pace, within `BATCH_BUDGET` (at most `BATCH`; 1 for slow callbacks).
-
-        A batch runs its deliveries one after the other in one thread and finishes them in one call.
-        With quick callbacks that is what a worker should do even when the queue is shallow: one
-        FINISH (a round trip and an fsync) for several deliveries instead of one each, and the
-        threads left idle had nothing to do in parallel (Python code holds the GIL). With slow ones
-        (I/O), one delivery per thread keeps a slow callback from holding the others back.
-        """
-        return max(1, min(BATCH, int(BATCH_BUDGET / max(self.delivery_seconds, 1e-6))))
 
     def _run_planned(self, plan: str, units: list[Unit], blocked: set[str] | None = None) -> Ops:
         """Run the units a delivery's plan gave this message; the FINISH operations of their outcomes.
@@ -676,22 +650,13 @@ class _Units(list[Unit]):
 
 #: Deliveries one batch holds at most (run by one thread, finished in one call).
 BATCH = 16
-#: The longest the deliveries a batch packs for quick callbacks (`Dispatcher.batch_fill`) should
-#: keep the last of them waiting for the others, in seconds.
-BATCH_BUDGET = 0.02
-#: The weight of the latest delivery in `Dispatcher.delivery_seconds`.
-PACE_WEIGHT = 0.05
 
 
 def _groups(
-    messages: list[dramatiq.Message[Any]],
-    units: list[list[Unit] | None],
-    slots: int,
-    dispatch_actor: str,
-    fill: int = 1,
+    messages: list[dramatiq.Message[Any]], units: list[list[Unit] | None], slots: int, dispatch_actor: str
 ) -> list[str]:
     """The batch of each fetched message ("" for none): enough batches for ``slots`` work items, at most
-    `BATCH` deliveries each, and at least ``fill`` each where there are that many (`Dispatcher.batch_fill`).
+    `BATCH` deliveries each.
 
     The deliveries of one conversation go to one batch while they fit (else to consecutive chunks of
     `BATCH`): in one batch they run one after the other in its thread, where split between threads
@@ -702,8 +667,8 @@ def _groups(
     deliveries = sum(
         1 for m, u in zip(messages, units, strict=True) if u is not None and m.actor_name == dispatch_actor
     )
-    size = min(BATCH, max(fill, -(-deliveries // max(slots, 1)))) if slots else 1
-    if size <= 1 or deliveries <= 1:
+    size = min(BATCH, -(-deliveries // max(slots, 1))) if slots else 1
+    if size <= 1:
         return [""] * len(messages)
     by_lane: dict[str, list[int]] = {}  # in the order of their first delivery
     for index, (message, message_units) in enumerate(zip(messages, units, strict=True)):
