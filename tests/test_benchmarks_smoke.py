@@ -90,7 +90,7 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert rounds["wa-flask-gthread"]["floor"] == "floor-wsgi-gthread"
     assert rounds["wa-flask-gthread"]["ratio_median"] > 0
     cpu = results["request_cpu"]["figures"]
-    assert set(cpu) == {"asgi", "asgi-floor", "wsgi", "wsgi-floor"}
+    assert set(cpu) == {"asgi", "asgi-floor", "asgi-lpush", "wsgi", "wsgi-floor", "wsgi-lpush"}
     assert all(value > 0 for row in cpu.values() for value in row.values())
 
     worker = results["worker"]
@@ -111,6 +111,7 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     for section in ("## Server CPU per request, interleaved", "## Request path CPU, in process", "## Targets"):
         assert section in report
     assert "PASS" in report or "FAIL" in report
+    assert "ASGI request path in process, one at a time: CPU <= the floor app's" in report
     for plot in ("latency_percentiles.png", "throughput.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
