@@ -26,6 +26,21 @@ def drain(wa: Webhook, timeout: float = 20.0) -> None:
         worker.stop()
 
 
+def _finish_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the FINISH calls from now on: the list gets, per call, how many messages it finished."""
+    from wa_middleware.worker.finisher import Finisher
+
+    calls: list[int] = []
+    original = Finisher.finish
+
+    def counted(self: Finisher, records: list[Any]) -> Any:
+        calls.append(len(records))
+        return original(self, records)
+
+    monkeypatch.setattr(Finisher, "finish", counted)
+    return calls
+
+
 def test_stop_propagation_and_dedupe_in_the_worker(redis_url: str, namespace: str) -> None:
     wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace)
     ran: list[str] = []
@@ -206,8 +221,6 @@ def test_lane_heads_behind_a_busy_one_run_in_order_and_finish_together(
     """One conversation, 60 deliveries queued before a worker starts: they queue up in the lane
     behind the first; each lane head handed over comes with the units behind it, run in order by
     the same thread and finished in one FINISH call: far fewer calls than deliveries."""
-    from wa_middleware.worker.finisher import Finisher
-
     wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, ordered=True)
     ran: list[str] = []
 
@@ -215,14 +228,7 @@ def test_lane_heads_behind_a_busy_one_run_in_order_and_finish_together(
     def on_text(message: Message) -> None:
         ran.append(str(message.id))
 
-    calls: list[int] = []
-    original = Finisher.finish
-
-    def counted(self: Finisher, records: list[Any]) -> Any:
-        calls.append(len(records))
-        return original(self, records)
-
-    monkeypatch.setattr(Finisher, "finish", counted)
+    calls = _finish_calls(monkeypatch)
     enqueuer = wa.sync_enqueuer()
     ids = [f"wamid.L{i:03d}" for i in range(60)]
     for mid in ids:
@@ -290,12 +296,12 @@ def test_stale_statuses_are_skipped_through_the_worker(redis_url: str, namespace
     assert left == []
 
 
-def test_a_batchs_deliveries_are_forgotten_once_finished(redis_url: str, namespace: str) -> None:
+def test_a_batchs_deliveries_are_forgotten_once_finished(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """200 deliveries queued before the worker starts: fetched under load, they run in batches. Once
     finished, the process keeps nothing of them (the consumer acks only the batch message; its
     deliveries' ids piled up in the dispatcher, about 100 bytes each, before)."""
-    from wa_middleware.worker.finisher import Finisher
-
     wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace)
     ran: list[str] = []
 
@@ -303,20 +309,12 @@ def test_a_batchs_deliveries_are_forgotten_once_finished(redis_url: str, namespa
     def on_text(message: Message) -> None:
         ran.append(str(message.id))
 
-    calls: list[int] = []
-    original = Finisher.finish
-
-    def counted(self: Finisher, records: list[Any]) -> Any:
-        calls.append(len(records))
-        return original(self, records)
-
+    calls = _finish_calls(monkeypatch)
     enqueuer = wa.sync_enqueuer()
     for i in range(200):
         job = wa.core.finish({}, testing.text("hi", id=f"wamid.B{i:04d}").to_bytes())
         enqueuer.enqueue(job.message_id, job.data)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Finisher, "finish", counted)
-        drain(wa)
+    drain(wa)
     left = set(wa.dispatcher.acked)
     wa.close()
     assert sorted(ran) == [f"wamid.B{i:04d}" for i in range(200)]
