@@ -226,8 +226,6 @@ def events_file(tmp_path: Path) -> Path:
 
 
 def read_events(path: Path) -> list[dict]:  # type: ignore[type-arg]
-    import json
+    from tests.jsonlog import read_jsonl
 
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter, defaultdict
@@ -52,12 +51,6 @@ def post_conversations(url: str, conversations: dict[str, list[bytes]]) -> int:
 
     with ThreadPoolExecutor(len(conversations)) as pool:
         return sum(pool.map(run, conversations.values()))
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclass

@@ -24,8 +24,9 @@ import pytest
 
 from tests.conftest import APPS, RedisServer, wait_until
 from tests.faults.conftest import add_row
-from tests.faults.harness import DeathWatch, overlaps, post, read_log, text_delivery
+from tests.faults.harness import DeathWatch, overlaps, post, text_delivery
 from tests.faults.proxy import RedisProxy, sha1_of
+from tests.jsonlog import read_jsonl
 from wa_middleware.worker import scripts
 
 USER = "4915100000002"
@@ -71,9 +72,9 @@ def restart(server: RedisServer, down: float = 0.0) -> None:
 
 
 def settle(log: Path, ids: list[str], timeout: float = 60) -> list[dict[str, Any]]:
-    wait_until(lambda: all(ends(read_log(log), mid) for mid in ids), timeout=timeout, interval=0.2)
+    wait_until(lambda: all(ends(read_jsonl(log), mid) for mid in ids), timeout=timeout, interval=0.2)
     time.sleep(1.0)  # anything that would run twice has the time to
-    return read_log(log)
+    return read_jsonl(log)
 
 
 def row(name: str, answered: int, ids: list[str], lines: list[dict[str, Any]], **extra: object) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def test_clean_restart_while_a_delivery_finishes(spawn, aof: RedisServer, tmp_pa
     log = Path(env["WA_EVENTS"])
     ids = [f"wamid.RS{i}" for i in range(5)]
     answered = post_all(server.url, ids[:1])
-    wait_until(lambda: [x for x in read_log(log) if x["id"] == "wamid.RS0" and x["phase"] == "start"], 60)
+    wait_until(lambda: [x for x in read_jsonl(log) if x["id"] == "wamid.RS0" and x["phase"] == "start"], 60)
     restart(aof, down=2.5)  # the first try ends (fails) while Redis is down: its FINISH must wait
     answered += post_all(server.url, ids[1:])
     lines = settle(log, ids, timeout=90)
@@ -129,7 +130,7 @@ def test_lost_reply_to_plan(spawn, redis_server: RedisServer, tmp_path: Path) ->
         assert (result["processed"], result["duplicates"], result["lost"]) == (5, 0, 0)
         answered = post_all(server.url, ids)  # redeliveries: skipped as duplicates
         time.sleep(2)
-        assert (answered, [ends(read_log(log), mid) for mid in ids]) == (5, [1] * 5)
+        assert (answered, [ends(read_jsonl(log), mid) for mid in ids]) == (5, [1] * 5)
 
 
 def test_lost_reply_to_finish_that_hands_over_a_lane(spawn, redis_server: RedisServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -142,7 +143,7 @@ def test_lost_reply_to_finish_that_hands_over_a_lane(spawn, redis_server: RedisS
         log = Path(env["WA_EVENTS"])
         ids = [f"wamid.LF{i}" for i in range(4)]
         answered = post_all(server.url, ids)  # LF1..3 wait in the lane behind the slow LF0
-        wait_until(lambda: [x for x in read_log(log) if x["id"] == "wamid.LF0" and x["phase"] == "start"], 60)
+        wait_until(lambda: [x for x in read_jsonl(log) if x["id"] == "wamid.LF0" and x["phase"] == "start"], 60)
         fault = proxy.drop_reply(script=scripts.load("finish"), count=1, skip_errors=True)
         assert fault.wait(30)
         lines = settle(log, ids, timeout=60)
@@ -159,7 +160,7 @@ def test_retry_in_backoff_survives_a_reconnect(spawn, aof: RedisServer, tmp_path
     spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)
     log = Path(env["WA_EVENTS"])
     answered = post_all(server.url, ["wamid.RB0"])
-    wait_until(lambda: [x for x in read_log(log) if x["id"] == "wamid.RB0" and x["phase"] == "fail"], 60)
+    wait_until(lambda: [x for x in read_jsonl(log) if x["id"] == "wamid.RB0" and x["phase"] == "fail"], 60)
     restart(aof, down=1.0)  # within the first 3 s backoff
     lines = settle(log, ["wamid.RB0"], timeout=60)
     result = row("retry in backoff across a Redis restart", answered, ["wamid.RB0"], lines)
@@ -187,7 +188,7 @@ def stalled_mid_ordered_callback(  # type: ignore[no-untyped-def]
     )
     log = Path(env["WA_EVENTS"])
     answered = post_all(server.url, ids)
-    first = wait_until(lambda: [x for x in read_log(log) if x["id"] == ids[0] and x["phase"] == "start"], 60)
+    first = wait_until(lambda: [x for x in read_jsonl(log) if x["id"] == ids[0] and x["phase"] == "start"], 60)
     pid = first[0]["pid"]
     death = DeathWatch(pid)
     stalled_at = time.time()
@@ -372,7 +373,7 @@ def test_redis_that_lost_its_data_stops_the_workers(spawn, tmp_path: Path) -> No
         code = worker.proc.wait(30)
         answered += post_all(server.url, ids)  # the sender redelivers: stored, not run again
         time.sleep(2)
-        lines = read_log(log)
+        lines = read_jsonl(log)
         output = worker.log.read_text()
         result = row("Redis restarted without its data", answered, ids, lines, worker_exit=code)
         assert code == 70 and "Redis lost its data" in output
@@ -473,7 +474,7 @@ def test_workers_whose_clocks_disagree_do_not_presume_each_other_dead(  # type: 
     answered = sum(post_all(server.url, ids[i::4], user=f"49151000001{i}") for i in range(4))
     lines = settle(log, ids, timeout=90)
     time.sleep(3)  # > recovery_timeout: a wrong presumption of death would rerun something by now
-    lines = read_log(log)
+    lines = read_jsonl(log)
     result = row("two workers with clocks 12 s apart", answered, ids, lines,
                  pids=len({x["pid"] for x in lines}))  # fmt: skip
     assert (result["processed"], result["duplicates"], result["lost"]) == (24, 0, 0)

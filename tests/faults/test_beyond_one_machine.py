@@ -22,7 +22,8 @@ import httpx
 
 from tests.conftest import wait_until
 from tests.faults.conftest import add_row
-from tests.faults.harness import AUTH, post, read_log, text_delivery
+from tests.faults.harness import AUTH, post, text_delivery
+from tests.jsonlog import read_jsonl
 from tests.redis_topology import Sentinels, TLSRedis, certificates
 from wa_middleware.keys import KeyLayout
 
@@ -58,9 +59,9 @@ def test_tls_and_acl_through_the_web_and_the_worker(spawn, tmp_path: Path) -> No
             answers = [post(client, web.url, text_delivery("4915100000031", mid, mid)) for mid in ids]
         assert answers == [200] * 5
         log = Path(env["WA_EVENTS"])
-        wait_until(lambda: set(runs(read_log(log))) >= set(ids), timeout=60, interval=0.2)
+        wait_until(lambda: set(runs(read_jsonl(log))) >= set(ids), timeout=60, interval=0.2)
         time.sleep(1)
-        assert [runs(read_log(log))[mid] for mid in ids] == [1] * 5
+        assert [runs(read_jsonl(log))[mid] for mid in ids] == [1] * 5
         # Every key the web side and the worker wrote is under the namespace: the ACL user may write no other.
         assert server.client().exists(KeyLayout(namespace=NAMESPACE).epoch)
 
@@ -238,9 +239,9 @@ def failover(  # type: ignore[no-untyped-def]
         assert promoted[0].client().get(epoch_key) == epoch  # the marker came over: no "lost its data"
 
         accepted = {a.message_id for a in answers if a.status == 200}
-        wait_until(lambda: accepted <= set(runs(read_log(log))) or _settled(log), timeout=120, interval=0.5)
+        wait_until(lambda: accepted <= set(runs(read_jsonl(log))) or _settled(log), timeout=120, interval=0.5)
         time.sleep(1.5)  # anything that would run twice has the time to
-        ran = runs(read_log(log))
+        ran = runs(read_jsonl(log))
         assert worker.proc is not None and worker.proc.poll() is None  # still running: it did not halt
         during = Counter(a.status for a in answers if killed <= a.started and a.ended <= resumed)
         others = Counter(str(a.status or a.error) for a in answers if a.status not in (200, 503))
@@ -274,5 +275,5 @@ def failover(  # type: ignore[no-untyped-def]
 
 def _settled(log: Path) -> bool:
     """No callback ran for the last 5 s: what was never run is not going to run (the lost ones)."""
-    lines = read_log(log)
+    lines = read_jsonl(log)
     return bool(lines) and time.time() - max(x["t"] for x in lines) > 5

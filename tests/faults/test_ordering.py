@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
-from tests.faults.harness import PHONE_ID, analyze, post_conversations, read_log, text_delivery
+from tests.faults.harness import PHONE_ID, analyze, post_conversations, text_delivery
+from tests.jsonlog import read_jsonl
 
 CONVERSATIONS = 20
 MESSAGES = 50
@@ -58,8 +59,8 @@ def test_conversations_in_order(case: str, spawn, redis_url: str, namespace: str
 
         def kill_one() -> None:
             # Once callbacks run, SIGKILL one worker process (the dramatiq child, not the parent).
-            wait_until(lambda: len(read_log(log)) > 200, timeout=120)
-            pids = {line["pid"] for line in read_log(log)}
+            wait_until(lambda: len(read_jsonl(log)) > 200, timeout=120)
+            pids = {line["pid"] for line in read_jsonl(log)}
             victim = next(iter(pids))
             killed.add(victim)
             os.kill(victim, signal.SIGKILL)
@@ -71,14 +72,14 @@ def test_conversations_in_order(case: str, spawn, redis_url: str, namespace: str
     assert answered == total
 
     def all_done() -> bool:
-        ends = {line["id"] for line in read_log(log) if line["cb"] == "on_text" and line["phase"] == "end"}
+        ends = {line["id"] for line in read_jsonl(log) if line["cb"] == "on_text" and line["phase"] == "end"}
         return len(ends) >= total
 
     wait_until(all_done, timeout=240, interval=0.5)
     if case == "sigkill":
         killer.join()
     time.sleep(1)  # anything that would run twice has had time to
-    lines = read_log(log)
+    lines = read_jsonl(log)
     outcome = analyze(lines, expected, killed=frozenset(killed))
     if killed:
         finished = {(x["pid"], x["id"]) for x in lines if x["phase"] != "start"}
@@ -101,7 +102,7 @@ def test_conversations_in_order(case: str, spawn, redis_url: str, namespace: str
     if case == "fail-twice":
         assert outcome.failures == 2
     # The other (ordered too) callback ran once per message.
-    any_outcome = analyze(read_log(log), expected, callback="on_any", killed=frozenset(killed))
+    any_outcome = analyze(read_jsonl(log), expected, callback="on_any", killed=frozenset(killed))
     assert (any_outcome.processed, any_outcome.lost) == (total, 0)
     assert any_outcome.duplicates == any_outcome.reruns_after_kill, any_outcome
     assert workers
@@ -129,9 +130,9 @@ def test_ordered_failure_holds_its_conversation_then_moves_on(
     server = spawn.uvicorn("worker_app:app", **env)
     spawn.worker("worker_hooks:wa", processes=2, threads=4, **env)
     assert post_conversations(server.url, {"held": held, "free": free}) == 10
-    done = lambda: {x["id"] for x in read_log(log) if x["cb"] == "on_text" and x["phase"] == "end"}  # noqa: E731
+    done = lambda: {x["id"] for x in read_jsonl(log) if x["cb"] == "on_text" and x["phase"] == "end"}  # noqa: E731
     wait_until(lambda: len(done()) >= 9, timeout=120, interval=0.2)
-    lines = [x for x in read_log(log) if x["cb"] == "on_text"]
+    lines = [x for x in read_jsonl(log) if x["cb"] == "on_text"]
     conv0 = [(x["id"].rsplit(".", 1)[-1], x["phase"]) for x in lines if x["id"].startswith("wamid.hol.0.")]
     # 0 and 1 ran, 2 failed three times (first try + 2 retries), only then 3 and 4, in order.
     assert [p for p in conv0 if p[1] != "start"] == [

@@ -22,7 +22,8 @@ import pytest
 import redis
 
 from tests.conftest import APPS, wait_until
-from tests.faults.harness import post, read_log, text_delivery
+from tests.faults.harness import post, text_delivery
+from tests.jsonlog import read_jsonl
 
 USER = "4915100000001"
 
@@ -83,9 +84,9 @@ def test_same_delivery_five_times(spawn, env: dict[str, str]) -> None:  # type: 
 
         answered += sum(status == 200 for status in pool.map(one, range(5)))
     ids = ["wamid.DUP.SEQ", "wamid.DUP.CONC"]
-    wait_until(lambda: all(ends(read_log(log), "on_text", mid) for mid in ids), timeout=60)
+    wait_until(lambda: all(ends(read_jsonl(log), "on_text", mid) for mid in ids), timeout=60)
     time.sleep(2)  # room for a duplicate to show up
-    lines = read_log(log)
+    lines = read_jsonl(log)
     row = report("same delivery x5", answered, ids, lines)
     assert row == {"row": "same delivery x5", "answered_200": 10, "processed": 2, "duplicates": 0, "lost": 0}
     assert [ends(lines, "on_any", mid) for mid in ids] == [1, 1]
@@ -100,14 +101,14 @@ def test_sigkill_mid_callback_then_restart(spawn, env: dict[str, str]) -> None: 
     with httpx.Client(timeout=30) as client:
         answered = sum(post(client, server.url, text_delivery(USER, mid, mid)) == 200 for mid in ids)
     spawn.worker("worker_hooks:wa", processes=1, threads=1, **env)
-    first = wait_until(lambda: [x for x in read_log(log) if x["id"] == "wamid.SLOW" and x["phase"] == "start"], 60)
+    first = wait_until(lambda: [x for x in read_jsonl(log) if x["id"] == "wamid.SLOW" and x["phase"] == "start"], 60)
     os.kill(first[0]["pid"], signal.SIGKILL)  # the dramatiq child running the callback
     killed_at = time.monotonic()
     spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)  # the restart
-    wait_until(lambda: all(ends(read_log(log), "on_text", mid) for mid in ids), timeout=90)
+    wait_until(lambda: all(ends(read_jsonl(log), "on_text", mid) for mid in ids), timeout=90)
     recovered_after = time.monotonic() - killed_at
     time.sleep(1)
-    lines = read_log(log)
+    lines = read_jsonl(log)
     row = report("kill -9 mid callback", answered, ids, lines, recovered_s=round(recovered_after, 1))
     assert {k: row[k] for k in ("answered_200", "processed", "duplicates", "lost")} == {
         "answered_200": 3, "processed": 3, "duplicates": 0, "lost": 0,
@@ -124,13 +125,13 @@ def test_killed_worker_work_resumes_on_a_live_worker(spawn, env: dict[str, str])
     spawn.worker("worker_hooks:wa", processes=1, threads=1, **env)
     with httpx.Client(timeout=30) as client:
         answered = int(post(client, server.url, text_delivery(USER, "slow", "wamid.SLOW2")) == 200)
-    first = wait_until(lambda: [x for x in read_log(log) if x["phase"] == "start"], 60)
+    first = wait_until(lambda: [x for x in read_jsonl(log) if x["phase"] == "start"], 60)
     spawn.worker("worker_hooks:wa", processes=1, threads=1, **env)  # the survivor, idle
     time.sleep(1)
     os.kill(first[0]["pid"], signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_until(lambda: ends(read_log(log), "on_text", "wamid.SLOW2"), timeout=60)
-    row = report("kill -9, survivor takes over", answered, ["wamid.SLOW2"], read_log(log),
+    wait_until(lambda: ends(read_jsonl(log), "on_text", "wamid.SLOW2"), timeout=60)
+    row = report("kill -9, survivor takes over", answered, ["wamid.SLOW2"], read_jsonl(log),
                  recovered_s=round(time.monotonic() - killed_at, 1))  # fmt: skip
     assert (row["processed"], row["duplicates"], row["lost"]) == (1, 0, 0)
 
@@ -144,13 +145,13 @@ def test_sigterm_finishes_current_work(spawn, env: dict[str, str]) -> None:  # t
     with httpx.Client(timeout=30) as client:
         answered = sum(post(client, server.url, text_delivery(USER, mid, mid)) == 200 for mid in ids)
     worker = spawn.worker("worker_hooks:wa", processes=1, threads=1, **env)
-    wait_until(lambda: starts(read_log(log), "on_text", "wamid.TERM0"), 60)
+    wait_until(lambda: starts(read_jsonl(log), "on_text", "wamid.TERM0"), 60)
     assert worker.stop(signal.SIGTERM, timeout=60) == 0
-    assert ends(read_log(log), "on_text", "wamid.TERM0") == 1  # finished before the process exited
+    assert ends(read_jsonl(log), "on_text", "wamid.TERM0") == 1  # finished before the process exited
     spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)
-    wait_until(lambda: all(ends(read_log(log), "on_text", mid) for mid in ids), timeout=60)
+    wait_until(lambda: all(ends(read_jsonl(log), "on_text", mid) for mid in ids), timeout=60)
     time.sleep(1)
-    row = report("SIGTERM mid callback", answered, ids, read_log(log))
+    row = report("SIGTERM mid callback", answered, ids, read_jsonl(log))
     assert (row["answered_200"], row["processed"], row["duplicates"], row["lost"]) == (10, 10, 0, 0)
 
 
@@ -165,9 +166,9 @@ def test_failing_callbacks_retry_alone_and_dead_letter(spawn, env: dict[str, str
     ids = ["wamid.FLAKY", "wamid.BROKEN"]
     with httpx.Client(timeout=30) as client:
         answered = sum(post(client, server.url, text_delivery(USER, mid, mid)) == 200 for mid in ids)
-    wait_until(lambda: ends(read_log(log), "on_text", "wamid.FLAKY"), timeout=60)
+    wait_until(lambda: ends(read_jsonl(log), "on_text", "wamid.FLAKY"), timeout=60)
     wait_until(lambda: "1 dead letter(s)" in dead_letters(env, "list"), timeout=60)
-    lines = read_log(log)
+    lines = read_jsonl(log)
     assert starts(lines, "on_text", "wamid.FLAKY") == 3
     assert starts(lines, "on_text", "wamid.BROKEN") == 3  # first try + max_retries=2
     assert [ends(lines, "on_any", mid) for mid in ids] == [1, 1]  # the other callback: once each
@@ -178,13 +179,13 @@ def test_failing_callbacks_retry_alone_and_dead_letter(spawn, env: dict[str, str
     assert "always failing on purpose" in shown and "tries: 3" in shown
     (log.parent / (log.name + ".broken")).unlink()  # the bug fix
     assert "replayed 1 dead letter(s)" in dead_letters(env, "replay", "--all")
-    wait_until(lambda: ends(read_log(log), "on_text", "wamid.BROKEN"), timeout=60)
+    wait_until(lambda: ends(read_jsonl(log), "on_text", "wamid.BROKEN"), timeout=60)
     assert "0 dead letter(s)" in dead_letters(env, "list")
     # A redelivery of the replayed event does not run it again.
     with httpx.Client(timeout=30) as client:
         answered += int(post(client, server.url, text_delivery(USER, "wamid.BROKEN", "wamid.BROKEN")) == 200)
     time.sleep(2)
-    lines = read_log(log)
+    lines = read_jsonl(log)
     row = report("fails twice / always fails + replay", answered, ids, lines,
                  flaky_tries=starts(lines, "on_text", "wamid.FLAKY"))  # fmt: skip
     assert (row["answered_200"], row["processed"], row["duplicates"], row["lost"]) == (3, 2, 0, 0)
@@ -202,9 +203,9 @@ def test_stale_status_skipped(spawn, env: dict[str, str]) -> None:  # type: igno
         for status in ("sent", "read", "delivered"):
             assert post(client, server.url, status_delivery(USER, "wamid.OUT.STALE", status)) == 200
     spawn.worker("worker_hooks:wa", processes=1, threads=2, **env)
-    wait_until(lambda: [x for x in read_log(log) if x.get("status") == "read"], timeout=60)
+    wait_until(lambda: [x for x in read_jsonl(log) if x.get("status") == "read"], timeout=60)
     time.sleep(1.5)
-    seen = [x["status"] for x in read_log(log) if x["cb"] == "on_status"]
+    seen = [x["status"] for x in read_jsonl(log) if x["cb"] == "on_status"]
     assert sorted(seen) == ["read", "sent"]
     client = redis.Redis.from_url(env["WA_BROKER_URL"])
     try:
