@@ -31,7 +31,7 @@ from . import crash, report, workers
 from .contenders import CONTENDERS, Contender, by_name
 from .loadgen import LoadGenerator, LoadResult, LoadSpec
 from .payloads import auth_header, make_deliveries, signature_header
-from .servers import RedisServer, ServerProcess, WorkerProcess, free_port, project_root
+from .servers import RedisServer, ServerProcess, WorkerProcess, free_port, process_cpu_seconds, project_root
 
 __all__ = ["Plan", "main", "run"]
 
@@ -78,6 +78,10 @@ class Plan:
     cpu_rounds: int = 8
     cpu_rate: float = 300.0
     cpu_burst: float = 1.5
+    #: Interleaved capacity (`run_capacity_rounds`): rounds, seconds measured per burst, warm-up.
+    capacity_rounds: int = 5
+    capacity_burst: float = 3.0
+    capacity_warmup: float = 0.5
     #: In-process CPU per request (`request_cpu`): requests per round, rounds (the best counts).
     request_cpu: bool = True
     request_cpu_requests: int = 2000
@@ -122,6 +126,9 @@ def quick_plan() -> Plan:
         request_cpu_rounds=2,
         cpu_rounds=2,
         cpu_burst=0.5,
+        capacity_rounds=1,
+        capacity_burst=0.5,
+        capacity_warmup=0.2,
     )
 
 
@@ -131,8 +138,10 @@ def quick_plan() -> Plan:
 class _Env:
     """What every run shares: the Redis, the log folder, the ports."""
 
-    def __init__(self, redis_url: str, out_dir: Path, port_lo: int, port_hi: int) -> None:
+    def __init__(self, redis_url: str, out_dir: Path, port_lo: int, port_hi: int, redis_pid: int | None = None) -> None:
         self.redis_url = redis_url
+        #: The private Redis's process, whose CPU the capacity rounds count (None: someone else's Redis).
+        self.redis_pid = redis_pid
         self.out_dir = out_dir
         self.port_lo = port_lo
         self.port_hi = port_hi
@@ -316,10 +325,12 @@ def run_http(
     gen: LoadGenerator,
     keep: dict[str, ServerProcess | None] | None = None,
     rounds_out: dict[str, Any] | None = None,
+    capacity_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure every contender; servers named in ``keep`` (a dict the caller owns) are left
     running and handed back through it, so the worker part can reuse one without a restart.
-    The interleaved CPU rounds (`run_cpu_rounds`) go into ``rounds_out`` when given."""
+    The interleaved CPU rounds (`run_cpu_rounds`) go into ``rounds_out`` when given, the
+    interleaved capacity rounds (`run_capacity_rounds`) into ``capacity_out``."""
     bodies = tuple(d.body for d in make_deliveries(plan.bodies))
     servers: dict[str, ServerProcess] = {}
     results: dict[str, Any] = {}
@@ -373,6 +384,8 @@ def run_http(
             env.clean()
         if rounds_out is not None and plan.cpu_rounds:
             rounds_out.update(run_cpu_rounds(plan, env, gen, servers, bodies))
+        if capacity_out is not None and plan.capacity_rounds:
+            capacity_out.update(run_capacity_rounds(plan, env, servers, bodies))
     finally:
         for name, server in servers.items():
             if keep is not None and name in keep:
@@ -389,11 +402,7 @@ def run_cpu_rounds(
     to each wa-middleware contender, its floor and its ceiling in turn (the order reversed every
     other round), so that whatever else the machine does lands on all of them alike. Each round
     gives a ratio to the floor; the report shows their median and range."""
-    names = [
-        name
-        for name, server in servers.items()
-        if server.contender.role in ("wa", "floor", "ceiling") and not server.contender.worker
-    ]
+    names = _interleaved_names(servers)
     if not names:
         return {}
     _log(
@@ -416,20 +425,108 @@ def run_cpu_rounds(
         env.clean()
     out: dict[str, Any] = {"rate": plan.cpu_rate, "burst_s": plan.cpu_burst, "rounds": plan.cpu_rounds, "servers": {}}
     for name in names:
-        floor = servers[name].contender.floor
         row: dict[str, Any] = {
             "cpu_us_per_request": [round(v, 1) for v in samples[name]],
             "median_us": round(statistics.median(samples[name]), 1) if samples[name] else None,
             "p99_ms_median": round(statistics.median(p99[name]), 2) if p99[name] else None,
+            **_ratios(name, servers, samples),
         }
-        if floor in samples and samples[floor] and len(samples[floor]) == len(samples[name]):
-            ratios = sorted(a / b for a, b in zip(samples[name], samples[floor], strict=True) if b)
-            row.update(floor=floor, ratio_median=round(statistics.median(ratios), 3),
-                       ratio_min=round(ratios[0], 3), ratio_max=round(ratios[-1], 3))  # fmt: skip
         out["servers"][name] = row
         _log(
             f"    {name:>22}  {row['median_us']} us/req"
-            + (f"  / {floor}: {row['ratio_median']}" if "floor" in row else "")
+            + (f"  / {row['floor']}: {row['ratio_median']}" if "floor" in row else "")
+        )
+    return out
+
+
+def _interleaved_names(servers: dict[str, ServerProcess]) -> list[str]:
+    """The servers the interleaved rounds compare: every wa-middleware contender with its floor and
+    ceiling (those with a worker alongside measure the worker too, so they are left out)."""
+    return [
+        name
+        for name, server in servers.items()
+        if server.contender.role in ("wa", "floor", "ceiling") and not server.contender.worker
+    ]
+
+
+def _ratios(name: str, servers: dict[str, ServerProcess], samples: dict[str, list[float]]) -> dict[str, Any]:
+    """Round by round, ``name``'s sample over its floor's: their median and range (empty without a floor)."""
+    floor = servers[name].contender.floor
+    if floor not in samples or not samples[floor] or len(samples[floor]) != len(samples[name]):
+        return {}
+    ratios = sorted(a / b for a, b in zip(samples[name], samples[floor], strict=True) if b)
+    if not ratios:
+        return {}
+    return {"floor": floor, "ratio_median": round(statistics.median(ratios), 3),
+            "ratio_min": round(ratios[0], 3), "ratio_max": round(ratios[-1], 3)}  # fmt: skip
+
+
+def _redis_cpu(env: _Env) -> float:
+    return process_cpu_seconds(env.redis_pid) if env.redis_pid else 0.0
+
+
+def run_capacity_rounds(
+    plan: Plan, env: _Env, servers: dict[str, ServerProcess], bodies: tuple[bytes, ...]
+) -> dict[str, Any]:
+    """Capacity, interleaved: ``capacity_rounds`` rounds of one closed-loop burst (`capacity`:
+    ``connections`` clients, each sending again as soon as it is answered) to each wa-middleware
+    contender, its floor and its ceiling in turn, the order reversed every other round. Each round
+    gives a ratio to the floor (the two measured seconds apart, under the same weather); the report
+    judges the targets on their median."""
+    from . import capacity
+
+    names = _interleaved_names(servers)
+    if not names:
+        return {}
+    _log(
+        f"interleaved capacity: {plan.capacity_rounds} rounds x {len(names)} servers, "
+        f"{plan.capacity_burst} s closed loop, {plan.connections} connections"
+    )
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    bad: dict[str, int] = {name: 0 for name in names}
+    # CPU per answer at saturation, of the server's processes and of Redis (warm-up included: the
+    # whole burst's CPU over the whole burst's answers, estimated from the measured rate).
+    server_cpu: dict[str, list[float]] = {name: [] for name in names}
+    redis_cpu: dict[str, list[float]] = {name: [] for name in names}
+    for round_no in range(plan.capacity_rounds):
+        for name in names if round_no % 2 == 0 else names[::-1]:
+            server = servers[name]
+            before = server.cpu_seconds(), _redis_cpu(env)
+            burst = capacity.measure(
+                "127.0.0.1", server.port, server.contender.path, _headers(), bodies,
+                connections=plan.connections, duration=plan.capacity_burst, warmup=plan.capacity_warmup,
+            )  # fmt: skip
+            answered = burst.ok_per_second * (plan.capacity_burst + plan.capacity_warmup)
+            if answered:
+                server_cpu[name].append((server.cpu_seconds() - before[0]) / answered * 1e6)
+                redis_cpu[name].append((_redis_cpu(env) - before[1]) / answered * 1e6)
+            samples[name].append(burst.ok_per_second)
+            bad[name] += burst.errors + sum(v for k, v in burst.answers.items() if k != 200)
+            time.sleep(plan.cooldown)
+        env.clean()
+        _log(f"    round {round_no + 1}: " + ", ".join(f"{name} {samples[name][-1]:.0f}" for name in names))
+    out: dict[str, Any] = {"rounds": plan.capacity_rounds, "burst_s": plan.capacity_burst,
+                           "connections": plan.connections, "servers": {}}  # fmt: skip
+    for name in names:
+        row: dict[str, Any] = {
+            "ok_per_s": [round(v, 1) for v in samples[name]],
+            "median_ok_per_s": round(statistics.median(samples[name]), 1) if samples[name] else None,
+            "not_ok": bad[name],
+            "server_cpu_us_median": round(statistics.median(server_cpu[name]), 1) if server_cpu[name] else None,
+            "redis_cpu_us_median": round(statistics.median(redis_cpu[name]), 1)
+            if redis_cpu[name] and env.redis_pid
+            else None,
+            **_ratios(name, servers, samples),
+        }
+        out["servers"][name] = row
+        ratio = (
+            f"  / {row['floor']}: {row['ratio_median']} ({row['ratio_min']}-{row['ratio_max']})"
+            if "floor" in row
+            else ""
+        )
+        _log(
+            f"    {name:>22}  {row['median_ok_per_s']} ok/s  cpu/answer: server {row['server_cpu_us_median']} us,"
+            f" redis {row['redis_cpu_us_median']} us" + ratio + (f"  not 200: {row['not_ok']}" if row["not_ok"] else "")
         )
     return out
 
@@ -649,7 +746,7 @@ def run(plan: Plan, out_root: Path, redis_url: str | None = None, port_range: tu
         }
     else:
         redis_info = {"url": redis_url, "own": False}
-    env = _Env(redis_url, out_dir / "logs", port_range[0], port_range[1])
+    env = _Env(redis_url, out_dir / "logs", port_range[0], port_range[1], own_redis.pid if own_redis else None)
     results: dict[str, Any] = {"mode": plan.mode, "started_utc": stamp, "environment": environment(redis_info, plan)}
     try:
         env.clean()
@@ -658,9 +755,12 @@ def run(plan: Plan, out_root: Path, redis_url: str | None = None, port_range: tu
         with LoadGenerator(plan.loadgen_processes) as gen:
             try:
                 rounds: dict[str, Any] = {}
-                results["http"] = run_http(plan, env, gen, keep=kept, rounds_out=rounds)
+                capacity: dict[str, Any] = {}
+                results["http"] = run_http(plan, env, gen, keep=kept, rounds_out=rounds, capacity_out=capacity)
                 if rounds:
                     results["cpu_rounds"] = rounds
+                if capacity:
+                    results["capacity_rounds"] = capacity
                 redis_info["write_latency_after_http"] = probe_redis_writes(redis_url)
                 if plan.request_cpu:
                     results["request_cpu"] = run_request_cpu(plan, port_range)
@@ -702,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-crash", action="store_true", help="skip the crash comparison")
     parser.add_argument("--no-request-cpu", action="store_true", help="skip the in-process CPU per request")
     parser.add_argument("--cpu-rounds", type=int, help="interleaved server-CPU rounds (default 8; 0 skips them)")
+    parser.add_argument(
+        "--capacity-rounds", type=int, help="interleaved closed-loop capacity rounds (default 5; 0 skips them)"
+    )
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
     parser.add_argument(
         "--appendfsync",
@@ -740,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["request_cpu"] = False
     if args.cpu_rounds is not None:
         changes["cpu_rounds"] = args.cpu_rounds
+    if args.capacity_rounds is not None:
+        changes["capacity_rounds"] = args.capacity_rounds
     plan = replace(plan, **changes)
     lo, _, hi = args.ports.partition("-")
     run(plan, Path(args.out), redis_url=args.redis_url, port_range=(int(lo), int(hi or lo)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -170,12 +169,14 @@ def _sync_all(enqueuer: SyncEnqueuer, batch: list[str], threads: int = 32) -> li
         return list(pool.map(one, batch))
 
 
-def test_sync_coalesces_and_stores_all(server: RedisServer) -> None:
+def test_sync_stores_all_from_many_threads_one_connection_each(server: RedisServer) -> None:
     enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
     batch = ids(2000)
-    assert _sync_all(enqueuer, batch) == [None] * len(batch)
+    assert _sync_all(enqueuer, batch, threads=32) == [None] * len(batch)
     check_consistent(server, set(batch))
-    assert not enqueuer._busy and not enqueuer._pending
+    # Each connection serves one request at a time: never more than requests were in flight at once.
+    assert 1 <= len(enqueuer._idle) <= 32
+    assert len({id(conn) for conn in enqueuer._idle}) == len(enqueuer._idle)
     enqueuer.close()
 
 
@@ -193,7 +194,6 @@ def test_sync_hung_redis_503_then_recovers(server: RedisServer) -> None:
         print(f"sync enqueuer, SIGSTOPped Redis: 64 requests on 32 threads all 503 after {elapsed:.2f}s")
     finally:
         server.proc.send_signal(signal.SIGCONT)
-    assert not enqueuer._pending
     later = ids(200)
     assert _sync_all(enqueuer, later) == [None] * 200
     check_consistent(server, set(ok) | set(later))
@@ -214,70 +214,34 @@ def test_sync_dead_redis_then_recovers(server: RedisServer) -> None:
     enqueuer.close()
 
 
-def test_sync_leader_torn_down_hands_over(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A BaseException in the writing thread must not leave the lead with nobody."""
+def test_sync_write_torn_down_drops_its_connection(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BaseException between the send and the reply leaves that reply unread on the connection:
+    it must never serve another request, which would read the stale reply as its own."""
     enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
-    real = enqueuer._write
-    entered, release = threading.Event(), threading.Event()
+    enqueuer.enqueue("first", b"body-first")
+    [conn] = enqueuer._idle
 
     class Boom(BaseException):
         pass
 
-    def exploding_write(*args: object, **kwargs: object) -> object:
-        monkeypatch.setattr(enqueuer, "_write", real)
-        entered.set()
-        release.wait(5)
+    def torn_down(*args: object, **kwargs: object) -> object:
         raise Boom()
 
-    monkeypatch.setattr(enqueuer, "_write", exploding_write)
-    outcome: list[BaseException] = []
-
-    def leader() -> None:
-        try:
-            enqueuer.enqueue("leader", b"body-leader")
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=leader)
-    thread.start()
-    assert entered.wait(5)
-    follower = threading.Thread(target=enqueuer.enqueue, args=("follower", b"body-follower"))
-    follower.start()
-    while not enqueuer._pending:
-        time.sleep(0.001)
-    release.set()
-    thread.join(5)
-    follower.join(5)
-    assert isinstance(outcome[0], Boom)
-    assert stored(server)[0] == [b"follower"]  # the follower took the lead and wrote
-    assert not enqueuer._busy
-    enqueuer.close()
-
-
-def test_sync_hand_over_policy(server: RedisServer) -> None:
-    """The lead goes to the oldest thread with time left for a whole write; older ones ride along;
-    when nobody has time left, all get their 503 at once and nobody leads."""
-    from wa_middleware.web.enqueue import _Slot
-
-    enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=1.0)
-    now = time.monotonic()
-    stale, fresh = _Slot("stale", b"body-stale", now + 0.1), _Slot("fresh", b"body-fresh", now + 0.9)
-    for slot in (stale, fresh):
-        slot.follow()
-    enqueuer._busy, enqueuer._pending = True, [stale, fresh]
-    enqueuer._hand_over()
-    assert fresh.lead and fresh.woken and not stale.woken
-    enqueuer._lead(fresh)  # writes both, the stale one riding along
-    assert stale.error is None and fresh.error is None and stored(server)[0] == [b"stale", b"fresh"]
-    assert not enqueuer._busy
-
-    late = [_Slot(f"late{i}", b"x", time.monotonic() + 0.2) for i in range(3)]
-    for slot in late:
-        slot.follow()
-    enqueuer._busy, enqueuer._pending = True, list(late)
-    enqueuer._hand_over()
-    assert all(isinstance(s.error, QueueUnavailable) and s.woken for s in late)
-    assert not enqueuer._busy and not enqueuer._pending
+    monkeypatch.setattr(conn, "read_response", torn_down)
+    with pytest.raises(Boom):
+        enqueuer.enqueue("sent", b"body-sent")  # written, its reply never read
+    assert conn not in enqueuer._idle
+    # Refused on the next write: an error reply, read whole, keeps its connection in step and in use.
+    client = server.client()
+    client.set(HASH, "not a hash")
+    with pytest.raises(QueueUnavailable):
+        enqueuer.enqueue("refused", b"body-refused")
+    [kept] = enqueuer._idle
+    client.delete(HASH)
+    client.close()
+    enqueuer.enqueue("after", b"body-after")
+    assert enqueuer._idle == [kept]
+    assert stored(server)[0] == [b"first", b"sent", b"after"]
     enqueuer.close()
 
 
@@ -406,7 +370,7 @@ def test_one_at_a_time_needs_no_flusher_task_and_no_slot(server: RedisServer) ->
     sync = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
     for message_id in ids(20):
         sync.enqueue(message_id, b"body-" + message_id.encode())
-    assert not sync._busy and not sync._pending
+    assert len(sync._idle) == 1  # one connection, taken and put back by each request
     sync.close()
     assert len(stored(server)[0]) == 40
 
@@ -414,10 +378,10 @@ def test_one_at_a_time_needs_no_flusher_task_and_no_slot(server: RedisServer) ->
 def test_sync_a_forked_child_opens_its_own_connection(server: RedisServer) -> None:
     enqueuer = SyncEnqueuer(server.url, keys=KeyLayout(NS, QUEUE), timeout=2)
     enqueuer.enqueue("parent", b"body-parent")
-    parents = enqueuer._conn
-    enqueuer._conn_pid = -1  # what the child sees: the connection was opened by another process
+    [parents] = enqueuer._idle
+    enqueuer._pid = -1  # what the child sees: the connections were opened by another process
     enqueuer.enqueue("child", b"body-child")
-    assert enqueuer._conn is not parents
+    assert parents not in enqueuer._idle and len(enqueuer._idle) == 1
     parents.disconnect()
     enqueuer.close()
     check_consistent(server, {"parent", "child"})
