@@ -64,6 +64,10 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
         cpu_rounds=1,
         cpu_rate=50.0,
         cpu_burst=0.3,
+        capacity_rounds=2,
+        capacity_burst=0.3,
+        capacity_warmup=0.1,
+        connections=4,
     )
     out = runner.run(plan, tmp_path, port_range=(7180, 7199))
 
@@ -89,6 +93,14 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert set(rounds) == {"wa-starlette", "floor-wsgi-gthread", "wa-flask-gthread"}
     assert rounds["wa-flask-gthread"]["floor"] == "floor-wsgi-gthread"
     assert rounds["wa-flask-gthread"]["ratio_median"] > 0
+    # Capacity rounds: every server answered 200s only, in each of the two rounds, with its CPU counted.
+    capacity = results["capacity_rounds"]["servers"]
+    assert set(capacity) == {"wa-starlette", "floor-wsgi-gthread", "wa-flask-gthread"}
+    for row in capacity.values():
+        assert len(row["ok_per_s"]) == 2 and min(row["ok_per_s"]) > 0 and row["not_ok"] == 0
+        assert row["server_cpu_us_median"] > 0 and row["redis_cpu_us_median"] > 0
+    assert capacity["wa-flask-gthread"]["floor"] == "floor-wsgi-gthread"
+    assert capacity["wa-flask-gthread"]["ratio_min"] <= capacity["wa-flask-gthread"]["ratio_median"]
     cpu = results["request_cpu"]["figures"]
     assert set(cpu) == {"asgi", "asgi-floor", "asgi-lpush", "wsgi", "wsgi-floor", "wsgi-lpush"}
     assert all(value > 0 for row in cpu.values() for value in row.values())
@@ -108,10 +120,12 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "## Latency at fixed rates" in report
     assert "| wa-flask-gthread | gunicorn-gthread |" in report  # its ratio to the floor, side by side
-    for section in ("## Server CPU per request, interleaved", "## Request path CPU, in process", "## Targets"):
+    for section in ("## Server CPU per request, interleaved", "## Capacity, interleaved (closed loop)",
+                    "## Request path CPU, in process", "## Targets"):  # fmt: skip
         assert section in report
     assert "PASS" in report or "FAIL" in report
     assert "ASGI request path in process, one at a time: CPU <= the floor app's" in report
+    assert "wa-flask-gthread capacity >= 1.50x its floor's" in report
     for plot in ("latency_percentiles.png", "throughput.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
