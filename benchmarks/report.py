@@ -58,6 +58,13 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}"
 
 
+def _round_ratio(row: dict[str, Any]) -> str:
+    """The floor, the median ratio to it and the range, as three cells of an interleaved-rounds row."""
+    if "ratio_median" not in row:
+        return " |  | "
+    return f"{row['floor']} | {row['ratio_median']:.2f} | {row['ratio_min']:.2f}-{row['ratio_max']:.2f}"
+
+
 def headline_table(results: dict[str, Any]) -> str:
     """Max throughput and p50/p99 at 200 req/s per contender: the table the README shows."""
     http = results.get("http", {})
@@ -201,9 +208,7 @@ def _markdown(results: dict[str, Any]) -> str:
             "|---|---:|---|---:|---|---:|",
         ]
         for name, row in rounds["servers"].items():
-            ratio = f"{row['ratio_median']:.2f}" if "ratio_median" in row else ""
-            spread = f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}" if "ratio_median" in row else ""
-            out.append(f"| {name} | {_f(row['median_us'], 0)} | {row.get('floor') or ''} | {ratio} | {spread} | "
+            out.append(f"| {name} | {_f(row['median_us'], 0)} | {_round_ratio(row)} | "
                        f"{_f(row['p99_ms_median'])} |")  # fmt: skip
 
     capacity = results.get("capacity_rounds", {})
@@ -224,9 +229,7 @@ def _markdown(results: dict[str, Any]) -> str:
             "|---|---:|---|---:|---|---:|---:|---:|",
         ]
         for name, row in capacity["servers"].items():
-            ratio = f"{row['ratio_median']:.2f}" if "ratio_median" in row else ""
-            spread = f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f}" if "ratio_median" in row else ""
-            out.append(f"| {name} | {_f(row['median_ok_per_s'], 0)} | {row.get('floor') or ''} | {ratio} | {spread} | "
+            out.append(f"| {name} | {_f(row['median_ok_per_s'], 0)} | {_round_ratio(row)} | "
                        f"{_f(row.get('server_cpu_us_median'), 0)} | {_f(row.get('redis_cpu_us_median'), 0)} | "
                        f"{row['not_ok']} |")  # fmt: skip
 
