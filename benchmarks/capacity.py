@@ -35,14 +35,6 @@ class Capacity:
     def ok_per_second(self) -> float:
         return self.answers[200] / self.seconds if self.seconds else 0.0
 
-    def summary(self) -> dict[str, object]:
-        return {
-            "seconds": self.seconds,
-            "ok_per_s": round(self.ok_per_second, 1),
-            "answers": {str(k): v for k, v in sorted(self.answers.items())},
-            "errors": self.errors,
-        }
-
 
 def _request(host: str, port: int, path: str, headers: tuple[tuple[str, str], ...], body: bytes) -> bytes:
     head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Content-Type: application/json"]

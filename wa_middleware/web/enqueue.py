@@ -355,7 +355,6 @@ class SyncEnqueuer:
             url, socket_timeout=step, socket_connect_timeout=step, retry=Retry(NoBackoff(), _NO_RETRY)
         )
         self._command = EnqueueCommand(keys.queue, keys.messages, recording)
-        self._timeout = timeout
         #: Connections no request is using; the last one put back is the next one taken (warm).
         self._idle: list[Any] = []
         self._pid = os.getpid()
@@ -399,7 +398,7 @@ class SyncEnqueuer:
 
     def _write(self, conn: Any, items: Sequence[tuple[str, bytes]]) -> None:
         guard = self._guard
-        # A connection put back after a failure is disconnected: sending connects it again.
+        # Only connections whose every reply was read come back here (a new one connects on its first send).
         conn.send_packed_command([self._command.pack(items, wait=guard.wait)], check_health=False)
         try:
             reply = conn.read_response()
