@@ -246,7 +246,7 @@ class _Demoted(redis.connection.AbstractConnection):
         try:
             return super().read_response(*args, **kwargs)
         except redis.ReadOnlyError:
-            self.disconnect()  # type: ignore[no-untyped-call]
+            self.disconnect()  # type: ignore[no-untyped-call,unused-ignore]
             raise redis.ConnectionError(DEMOTED) from None
 
 
@@ -293,8 +293,8 @@ class _SentinelConnection(redis.sentinel.SentinelManagedConnection):
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not self._sock:
-            self.connect()  # type: ignore[no-untyped-call]
-        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+            self.connect()  # type: ignore[no-untyped-call,unused-ignore]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 class _SentinelTLS(_SentinelConnection, redis.sentinel.SentinelManagedSSLConnection):
@@ -306,7 +306,7 @@ class _AsyncSentinelConnection(asentinel.SentinelManagedConnection):
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if not self.is_connected:
-            await self.connect()  # type: ignore[no-untyped-call]
+            await self.connect()  # type: ignore[no-untyped-call,unused-ignore]
         await super().send_packed_command(command, check_health)
 
 
@@ -359,12 +359,12 @@ def sync_client(url: str, **options: Any) -> redis.Redis:
     if address.sentinels:
         kwargs["connection_class"] = _SentinelTLS if address.tls else _SentinelConnection
         # master_for returns an instance of redis_class (its annotation says only Redis).
-        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             list(address.sentinels), sentinel_kwargs=_sentinel_kwargs(address, options)
         )
         primary = cast(
             _SentinelRedis,
-            manager.master_for(address.service, redis_class=_SentinelRedis, **kwargs),  # type: ignore[no-untyped-call]
+            manager.master_for(address.service, redis_class=_SentinelRedis, **kwargs),  # type: ignore[no-untyped-call,unused-ignore]
         )
         primary.manager = manager
         return primary
@@ -381,7 +381,7 @@ def async_client(url: str, **options: Any) -> aredis.Redis:
     kwargs = {**address.connection, **options}
     if address.sentinels:
         kwargs["connection_class"] = _AsyncSentinelTLS if address.tls else _AsyncSentinelConnection
-        manager = asentinel.Sentinel(  # type: ignore[no-untyped-call]
+        manager = asentinel.Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             list(address.sentinels), sentinel_kwargs=_sentinel_kwargs(address, options)
         )
         primary = cast(
