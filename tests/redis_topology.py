@@ -272,8 +272,29 @@ class Sentinels:
         return ([self.replica] if self.replica is not None else []) + self.others
 
     def master_port(self) -> int:
+        """The primary's port as the first sentinel sees it (it can lag the others by a hello period)."""
         with self.sentinel() as s:
             return int(s.sentinel_get_master_addr_by_name(SERVICE)[1])
+
+    def agreed_master_port(self, *, other_than: int | None = None, timeout: float = 60) -> int:
+        """Wait until every sentinel names the same primary (and not ``other_than``), and return its port.
+
+        A sentinel that did not lead a failover learns of it from the others' hello messages, every 2 s:
+        asking one sentinel right after a failover can still give the old primary."""
+        deadline = time.monotonic() + timeout
+        seen: list[int | None] = []
+        while time.monotonic() < deadline:
+            seen = []
+            for n in range(self.count):
+                try:
+                    with self.sentinel(n) as s:
+                        seen.append(int(s.sentinel_get_master_addr_by_name(SERVICE)[1]))
+                except (redis.RedisError, TypeError):
+                    seen.append(None)
+            if len(set(seen)) == 1 and seen[0] is not None and seen[0] != other_than:
+                return seen[0]
+            time.sleep(0.2)
+        raise TimeoutError(f"the sentinels did not agree on a new primary within {timeout}s: {seen}")
 
     def kill_primary(self) -> float:
         """SIGKILL the primary; its replica's link drops as a real crash would drop it (the relay closes).
