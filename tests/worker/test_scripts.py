@@ -47,12 +47,28 @@ def redis_ms(client: redis.Redis) -> int:
 
 
 def unit(
-    key: str, uid: str, *, field: str = CB, lane: str = "", data: bytes = b"", stale: str = "", mark: Mark = NO_MARK
+    key: str,
+    uid: str,
+    *,
+    field: str = CB,
+    lane: str = "",
+    stale: str = "",
+    mark: Mark = NO_MARK,
+    after: str = "",
 ) -> list[Any]:
     hour, shard, digest = mark
     return plan_unit(
-        key=key, field=field, lane=lane, uid=uid, data=data, stale=stale, hour=hour, shard=shard, digest=digest
+        key=key, field=field, lane=lane, uid=uid, stale=stale, hour=hour, shard=shard, digest=digest, after=after
     )
+
+
+def stored(lua: Lua, *waiting: tuple[str, str, str, bytes], rid: str = "") -> list[Any]:
+    """The FINISH of a delivery whose units PLAN left waiting ("q"): each (key, uid, lane, message)
+    gets its own message stored (the ``wait`` op), and the delivery ``rid`` is acked."""
+    ops = Ops()
+    for key, uid, lane, data in waiting:
+        ops.wait(key, CB, uid, lane, data)
+    return lua.finish(ops, rid=rid)
 
 
 def delivery(rid: str, mid: str, *units: list[Any], group: str = "") -> list[Any]:
@@ -321,8 +337,8 @@ def test_plan_ordered_units_first_runs_second_waits(
 ) -> None:
     lane = keys.lane("phone:user")
     e1, e2 = keys.idem("msg:e1"), keys.idem("msg:e2")
-    first = delivery("r1", "m1", unit(e1, "m1.0", lane=lane, data=b"unit m1.0"))
-    second = delivery("r2", "m2", unit(e2, "m2.0", lane=lane, data=b"unit m2.0"))
+    first = delivery("r1", "m1", unit(e1, "m1.0", lane=lane))
+    second = delivery("r2", "m2", unit(e2, "m2.0", lane=lane))
     if one_call:
         assert lua.plan(first, second) == ["r", "q"]
     else:
@@ -330,6 +346,9 @@ def test_plan_ordered_units_first_runs_second_waits(
         assert lua.plan(second) == ["q"]
     assert lua.lane(lane) == [b"m1.0", b"m2.0"]
     assert lua.field(e1) == b"c|m1"  # run inline by its delivery
+    assert lua.field(e2) == b"c|m2"  # held by its delivery until that one's FINISH stores its message
+    assert not client.exists(keys.units)
+    assert stored(lua, (e2, "m2.0", lane, b"unit m2.0")) == OK
     assert lua.field(e2) == b"c|m2.0"  # claimed by its own (stored) message
     assert client.hgetall(keys.units) == {b"m2.0": b"unit m2.0"}
     assert_ttl(client, e1)
@@ -354,9 +373,11 @@ def test_plan_a_busy_lane_queues_every_unit_of_a_message(lua: Lua, keys: KeyLayo
     lane = keys.lane("phone:user")
     e0, e1, e2 = keys.idem("msg:e0"), keys.idem("msg:e1"), keys.idem("msg:e2")
     assert lua.plan(delivery("r0", "m0", unit(e0, "m0.0", lane=lane))) == ["r"]
-    units = [unit(e1, "m1.0", lane=lane, data=b"d0"), unit(e2, "m1.1", lane=lane, data=b"d1")]
+    units = [unit(e1, "m1.0", lane=lane), unit(e2, "m1.1", lane=lane)]
     assert lua.plan(delivery("r1", "m1", *units)) == ["qq"]
     assert lua.lane(lane) == [b"m0.0", b"m1.0", b"m1.1"]
+    assert (lua.field(e1), lua.field(e2)) == (b"c|m1", b"c|m1")
+    stored(lua, (e1, "m1.0", lane, b"d0"), (e2, "m1.1", lane, b"d1"))
     assert client.hgetall(keys.units) == {b"m1.0": b"d0", b"m1.1": b"d1"}
     assert (lua.field(e1), lua.field(e2)) == (b"c|m1.0", b"c|m1.1")
 
@@ -365,8 +386,11 @@ def test_plan_replanning_a_queued_unit_does_not_push_it_again(lua: Lua, keys: Ke
     lane = keys.lane("phone:user")
     e0, e1 = keys.idem("msg:e0"), keys.idem("msg:e1")
     lua.plan(delivery("r0", "m0", unit(e0, "m0.0", lane=lane)))
-    waiting = delivery("r1", "m1", unit(e1, "m1.0", lane=lane, data=b"d"))
+    waiting = delivery("r1", "m1", unit(e1, "m1.0", lane=lane))
     assert lua.plan(waiting) == ["q"]
+    assert lua.plan(waiting) == ["q"]  # not stored yet (its delivery died before its FINISH): again
+    assert lua.lane(lane) == [b"m0.0", b"m1.0"]
+    stored(lua, (e1, "m1.0", lane, b"d"))
     assert lua.plan(waiting) == ["s"]  # its own message runs it, at its turn, not the delivery
     assert lua.lane(lane) == [b"m0.0", b"m1.0"]
 
@@ -581,7 +605,7 @@ def test_finish_wait_parks_an_inline_unit_in_its_lane(lua: Lua, keys: KeyLayout,
     assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0", lane=lane), unit(e2, "m1.1", lane=lane))) == ["rr"]
     ops = Ops()  # the first failed (retried), the second waits behind it
     ops.retry(e1, CB, "m1.0", "retry-1", b"retry", now_ms() + 30_000)
-    ops.wait(e2, CB, "m1.1", b"waiting unit")
+    ops.wait(e2, CB, "m1.1", lane, b"waiting unit")
     assert lua.finish(ops) == OK
     assert lua.field(e2) == b"c|m1.1"
     assert client.hgetall(keys.units) == {b"m1.1": b"waiting unit"}
@@ -848,15 +872,15 @@ def test_lane_head_is_handed_over_and_runs(lua: Lua, keys: KeyLayout, client: re
     lua.enqueue("r1")
     lua.enqueue("r2")
     first = delivery("r1", "m1", unit(e1, "m1.0", lane=lane))
-    second = delivery("r2", "m2", unit(e2, "m2.0", lane=lane, data=b"unit m2.0"))
+    second = delivery("r2", "m2", unit(e2, "m2.0", lane=lane))
     assert lua.plan(first, second, pop=True) == ["r", "q"]
+    # The delivery that queued it has nothing to run: its FINISH stores the unit's message.
+    assert stored(lua, (e2, "m2.0", lane, b"unit m2.0"), rid="r2") == OK
     # The waiting unit's own message is not runnable before its turn.
     assert lua.plan(own("m2.0", "m2.0", key=e2, lane=lane)) == ["s"]
     ops = Ops()
     ops.done(e1, CB)
     ops.pop_lane(lane, "m1.0")
-    ops_r2 = Ops()
-    assert lua.finish(ops_r2, rid="r2") == OK  # the delivery that queued it has nothing to run
     taken = lua.finish(ops, rid="r1", take=take)
     if take:
         assert taken == [*OK, b"m2.0", b"unit m2.0", []]
@@ -1108,14 +1132,14 @@ def test_ops_records_read_back_what_was_built() -> None:
     ops.done("k1", "cb")
     ops.retry("k2", "cb", "u2", "rid2", b"retry", 1234)
     ops.dead("k3", "cb", "u3", "rid3", b"dead")
-    ops.wait("k4", "cb", "u4", b"wait")
+    ops.wait("k4", "cb", "u4", "lane4", b"wait")
     ops.pop_lane("lane", "u5")
     ops.bury("rid6")
     assert ops.records() == [
         ("done", {"key": "k1", "field": "cb", "hour": "", "shard": 0, "digest": ""}),
         ("retry", {"key": "k2", "field": "cb", "owner": "u2", "next_rid": "rid2", "data": b"retry", "due": 1234}),
         ("dead", {"key": "k3", "field": "cb", "owner": "u3", "dead_rid": "rid3", "data": b"dead"}),
-        ("wait", {"key": "k4", "field": "cb", "uid": "u4", "data": b"wait"}),
+        ("wait", {"key": "k4", "field": "cb", "uid": "u4", "lane": "lane4", "data": b"wait"}),
         ("pop", {"lane": "lane", "uid": "u5"}),
         ("bury", {"buried": "rid6"}),
     ]
@@ -1125,8 +1149,8 @@ def test_ops_records_read_back_what_was_built() -> None:
 
 def test_records_are_flat_in_schema_order() -> None:
     assert plan_message(group="g", count=2, mid="m", rid="r") == ["r", "m", 2, "g"]
-    assert plan_unit(stale="s", data=b"d", uid="u", lane="l", field="f", key="k", hour="1", shard=2, digest="3") == [
-        "k", "f", "l", "u", b"d", "s", "1", 2, "3",
+    assert plan_unit(stale="s", uid="u", lane="l", field="f", key="k", hour="1", shard=2, digest="3", after="a") == [
+        "k", "f", "l", "u", "s", "1", 2, "3", "a",
     ]  # fmt: skip
     assert plan_own(lane="l", field="f", key="k") == ["k", "f", "l"]
 
@@ -1210,10 +1234,11 @@ def test_plan_units_of_one_conversation_in_one_batch_all_run(lua: Lua, keys: Key
     thread; outside the group the lane's later units wait as before."""
     lane = keys.lane("phone:user")
     e = [keys.idem(f"msg:g{i}") for i in range(4)]
-    messages = [delivery(f"r{i}", f"m{i}", unit(e[i], f"m{i}.0", lane=lane, data=b"d"), group="g0") for i in range(3)]
-    messages.append(delivery("r3", "m3", unit(e[3], "m3.0", lane=lane, data=b"d"), group="g1"))
+    messages = [delivery(f"r{i}", f"m{i}", unit(e[i], f"m{i}.0", lane=lane), group="g0") for i in range(3)]
+    messages.append(delivery("r3", "m3", unit(e[3], "m3.0", lane=lane), group="g1"))
     assert lua.plan(*messages) == ["r", "r", "r", "q"]
     assert lua.lane(lane) == [b"m0.0", b"m1.0", b"m2.0", b"m3.0"]
+    stored(lua, (e[3], "m3.0", lane, b"d"))
     ops = Ops()
     for i in range(3):
         ops.done(e[i], CB)
@@ -1227,13 +1252,14 @@ def test_plan_again_a_batch_member_behind_its_lane_head_waits(lua: Lua, keys: Ke
     worker died: planned again apart, the second waits for its turn instead of running beside the first."""
     lane = keys.lane("phone:user")
     e0, e1 = keys.idem("msg:k0"), keys.idem("msg:k1")
-    first = delivery("r0", "m0", unit(e0, "m0.0", lane=lane, data=b"d0"), group="g0")
-    second = delivery("r1", "m1", unit(e1, "m1.0", lane=lane, data=b"d1"), group="g0")
+    first = delivery("r0", "m0", unit(e0, "m0.0", lane=lane), group="g0")
+    second = delivery("r1", "m1", unit(e1, "m1.0", lane=lane), group="g0")
     assert lua.plan(first, second) == ["r", "r"]
     # Requeued by a recovery, planned again in two fetches (no common group).
-    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0", lane=lane, data=b"d1"))) == ["q"]
+    assert lua.plan(delivery("r1", "m1", unit(e1, "m1.0", lane=lane))) == ["q"]
+    stored(lua, (e1, "m1.0", lane, b"d1"))
     assert client.hget(keys.units, "m1.0") == b"d1" and lua.field(e1) == b"c|m1.0"
-    assert lua.plan(delivery("r0", "m0", unit(e0, "m0.0", lane=lane, data=b"d0"))) == ["r"]  # the head runs
+    assert lua.plan(delivery("r0", "m0", unit(e0, "m0.0", lane=lane))) == ["r"]  # the head runs
     ops = Ops()
     ops.done(e0, CB)
     ops.pop_lane(lane, "m0.0")
@@ -1242,7 +1268,7 @@ def test_plan_again_a_batch_member_behind_its_lane_head_waits(lua: Lua, keys: Ke
     # Out of its lane already (a dead-letter replay after the lane moved on): it runs.
     client.delete(lane)
     client.hset(e1, CB, "c|m9")
-    assert lua.plan(delivery("r9", "m9", unit(e1, "m9.0", lane=lane, data=b"d9"))) == ["r"]
+    assert lua.plan(delivery("r9", "m9", unit(e1, "m9.0", lane=lane))) == ["r"]
 
 
 def test_plan_again_out_of_order_runs_only_in_lane_order(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
@@ -1252,10 +1278,11 @@ def test_plan_again_out_of_order_runs_only_in_lane_order(lua: Lua, keys: KeyLayo
     e = [keys.idem(f"msg:o{i}") for i in range(3)]
 
     def message(i: int) -> list[Any]:
-        return delivery(f"r{i}", f"m{i}", unit(e[i], f"m{i}.0", lane=lane, data=f"d{i}".encode()), group="g")
+        return delivery(f"r{i}", f"m{i}", unit(e[i], f"m{i}.0", lane=lane), group="g")
 
     assert lua.plan(message(0), message(1), message(2)) == ["r", "r", "r"]  # the first batch (its worker died)
     assert lua.plan(message(2), message(0), message(1)) == ["q", "r", "r"]
+    stored(lua, (e[2], "m2.0", lane, b"d2"))
     assert client.hget(keys.units, "m2.0") == b"d2"
     ops = Ops()
     for i in (0, 1):
@@ -1411,3 +1438,58 @@ def test_a_mark_of_the_hour_it_was_written_is_found_over_the_whole_window(
     for later in (HOUR - 1, HOUR, HOUR + 2):
         assert lua.plan(delivery("r", "m", unit(e1, "m.0", mark=(f"w{later}", 9, "-77"))), ttl=ttl) == ["s"], later
     assert lua.plan(delivery("r", "m", unit(e1, "m.0", mark=(f"w{HOUR + 3}", 9, "-77"))), ttl=ttl) == ["r"]  # past it
+
+
+# -- follow-ups: a unit claimed right behind one this process runs -----------------------------------
+
+
+def test_plan_a_unit_right_behind_its_after_runs_in_the_same_work_item(lua: Lua, keys: KeyLayout) -> None:
+    """``after`` names the unit this process last claimed to run in the lane: right behind it (an
+    earlier call's "r", or this call's), the unit is claimed by its delivery to run ("r"); with
+    anything between them, or behind a unit that waits, it waits as ever."""
+    lane = keys.lane("phone:user")
+    e = [keys.idem(f"msg:a{i}") for i in range(6)]
+    assert lua.plan(delivery("r0", "m0", unit(e[0], "m0.0", lane=lane))) == ["r"]
+    # Behind m0.0, which an earlier call claimed to run: it follows it.
+    assert lua.plan(delivery("r1", "m1", unit(e[1], "m1.0", lane=lane, after="m0.0"))) == ["r"]
+    assert lua.field(e[1]) == b"c|m1"
+    # In one call, behind a unit of this call that runs: it follows too.
+    follow = [delivery(f"r{i}", f"m{i}", unit(e[i], f"m{i}.0", lane=lane, after=f"m{i - 1}.0")) for i in (2, 3)]
+    assert lua.plan(*follow) == ["r", "r"]
+    # Another process's unit came between: the after is stale, so the unit waits.
+    assert lua.plan(delivery("r4", "m4", unit(e[4], "m4.0", lane=lane))) == ["q"]
+    assert lua.plan(delivery("r5", "m5", unit(e[5], "m5.0", lane=lane, after="m3.0"))) == ["q"]
+    assert lua.lane(lane) == [f"m{i}.0".encode() for i in range(6)]
+
+
+def test_plan_a_unit_behind_a_waiting_one_of_the_same_call_waits(lua: Lua, keys: KeyLayout) -> None:
+    lane = keys.lane("phone:user")
+    e0, e1, e2 = keys.idem("msg:w0"), keys.idem("msg:w1"), keys.idem("msg:w2")
+    assert lua.plan(delivery("r0", "m0", unit(e0, "m0.0", lane=lane))) == ["r"]
+    waiting = delivery("r1", "m1", unit(e1, "m1.0", lane=lane))  # no after: behind m0.0, it waits
+    behind = delivery("r2", "m2", unit(e2, "m2.0", lane=lane, after="m1.0"))
+    assert lua.plan(waiting, behind) == ["q", "q"]
+
+
+def test_finish_wait_enqueues_a_unit_whose_turn_came_before_its_message_was_stored(
+    lua: Lua, keys: KeyLayout, client: redis.Redis
+) -> None:
+    """A unit planned "q" heads its lane by the time its delivery finishes (the unit ahead finished in
+    between, with no message of it to hand over): its message goes on the queue at once."""
+    lane = keys.lane("phone:user")
+    e0, e1 = keys.idem("msg:t0"), keys.idem("msg:t1")
+    assert lua.plan(
+        delivery("r0", "m0", unit(e0, "m0.0", lane=lane)), delivery("r1", "m1", unit(e1, "m1.0", lane=lane))
+    ) == [
+        "r",
+        "q",
+    ]
+    ahead = Ops()
+    ahead.done(e0, CB)
+    ahead.pop_lane(lane, "m0.0")
+    assert lua.finish(ahead) == OK  # m1.0 heads the lane, but nothing of it is stored: nothing moves
+    assert lua.queue() == [] and lua.lane(lane) == [b"m1.0"]
+    assert stored(lua, (e1, "m1.0", lane, b"unit m1.0")) == OK
+    assert lua.queue() == [b"m1.0"] and client.hget(keys.messages, "m1.0") == b"unit m1.0"
+    assert not client.exists(keys.units)
+    assert lua.plan(own("m1.0", "m1.0", key=e1, lane=lane)) == ["r"]

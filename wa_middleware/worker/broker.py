@@ -24,7 +24,7 @@ from ..keys import KeyLayout
 from ..redis_url import sync_client
 from ..settings import WorkerSettings
 from ._dramatiq import RedisConsumer
-from .dispatch import BATCH, Dispatcher, rid_of
+from .dispatch import _ATTACHED, ATTACHED_LIMIT, BATCH, Dispatcher, rid_of
 from .encoder import install
 from .finish import Ops
 from .lease import TRANSIENT
@@ -69,6 +69,8 @@ class _PlanningConsumer(RedisConsumer):
         if rid in dispatcher.acked:  # already acked by the finish script of this delivery
             dispatcher.acked.discard(rid)
             return
+        # Not run (a middleware skipped it): what followed it goes back to the queue.
+        dispatcher.lease.requeue(dispatcher.abandon(self._rids([message], keep=True)))
         dispatcher.finish(message, Ops())
 
     def nack(self, message: Any) -> None:
@@ -89,14 +91,20 @@ class _PlanningConsumer(RedisConsumer):
             return super().requeue(messages)  # type: ignore[no-any-return,no-untyped-call]
         self.broker.dispatcher.lease.requeue(self._rids(messages))
 
-    def _rids(self, messages: Any) -> list[str]:
-        """The redis ids of messages, those of batches expanded to their deliveries."""
-        batches = self.broker.dispatcher.batches
+    def _rids(self, messages: Any, *, keep: bool = False) -> list[str]:
+        """The redis ids of messages, those of batches expanded to their deliveries, and (unless
+        ``keep``: only asked) the deliveries that followed them, which go back to the queue with them."""
+        dispatcher: Dispatcher = self.broker.dispatcher
         rids: list[str] = []
         for message in messages:
             rid = rid_of(message)
-            rids += [rid_of(m) for m in batches.pop(rid, ())] if rid.startswith("batch:") else [rid]
-        return rids
+            if not rid.startswith("batch:"):
+                rids.append(rid)
+            elif keep:
+                rids += [rid_of(m) for m in dispatcher.batches.get(rid, ())]
+            else:
+                rids += [rid_of(m) for m in dispatcher.batches.pop(rid, ())]
+        return rids if keep else rids + dispatcher.abandon(rids)
 
     def close(self) -> None:
         # Prefetched messages not handed to a worker thread yet: back to the queue now, or, with
@@ -115,11 +123,16 @@ class _PlanningConsumer(RedisConsumer):
         super().close()
 
     def _fetch(self, slots: int) -> list[Any]:
-        """Take up to ``slots`` work items: deliveries, grouped into batches when the queue is deep."""
+        """Take up to ``slots`` work items: deliveries, grouped into batches when the queue is deep;
+        and, while work items of this process run ordered units, the deliveries that follow them
+        (`Dispatcher.plan`), which are no work items of their own."""
         broker: WebhookBroker = self.broker
-        if self.queue_name != broker.dispatcher.queue_name:
+        dispatcher = broker.dispatcher
+        if self.queue_name != dispatcher.queue_name:
             return [data for data in broker.do_fetch(self.queue_name, slots) if data is not None]
-        taken = self._take(min(slots * BATCH, MAX_FETCH), slots)
+        room = ATTACHED_LIMIT - dispatcher.attached if dispatcher.followable() else 0
+        count = min(slots * BATCH + room, MAX_FETCH)
+        taken = self._take(count, slots, slots * BATCH) if count > 0 else []
         return self._batches(taken)
 
     def _batches(self, messages: list[dramatiq.Message[Any]]) -> list[dramatiq.Message[Any]]:
@@ -129,6 +142,9 @@ class _PlanningConsumer(RedisConsumer):
         out: list[dramatiq.Message[Any] | str] = []
         for message in messages:
             group = dispatcher.groups.pop(rid_of(message), "")
+            if group == _ATTACHED:  # follows a work item already out: run by it, or back on the queue
+                self.followed = True
+                continue
             if not group:
                 out.append(message)
             elif group in groups:
@@ -151,7 +167,8 @@ class _PlanningConsumer(RedisConsumer):
                                           kwargs={}, options={"redis_message_id": batch_id}))  # fmt: skip
         return items
 
-    def _take(self, count: int, slots: int) -> list[dramatiq.Message[Any]]:
+    def _take(self, count: int, slots: int, others: int) -> list[dramatiq.Message[Any]]:
+        """Peek at up to ``count`` messages and take them, at most ``others`` that follow no work item."""
         broker: WebhookBroker = self.broker
         dispatcher = broker.dispatcher
         if dispatcher.lease.halted:
@@ -175,9 +192,11 @@ class _PlanningConsumer(RedisConsumer):
                     message = dramatiq.Message(queue_name=self.queue_name, actor_name="wa.undecodable", args=(),
                                                kwargs={}, options={"redis_message_id": rid.decode()})  # fmt: skip
                 messages.append(message)
-            taken = broker.dispatcher.plan(messages, pop=True, slots=slots)
+            taken = broker.dispatcher.plan(messages, pop=True, slots=slots, others=others)
             if taken:
                 return messages[: len(taken)]
+            if not others:  # only followers wanted, and the head is none (or another worker took it)
+                return []
         return []
 
     def __next__(self) -> Any:
@@ -194,8 +213,14 @@ class _PlanningConsumer(RedisConsumer):
                     return dramatiq.MessageProxy(message)
                 except IndexError:
                     messages: list[Any] = []
+                    self.followed = False
                     if self.outstanding_message_count < self.prefetch:
                         self.message_cache = messages = self._fetch(self.prefetch - self.outstanding_message_count)
+                    if not messages and self.followed:
+                        # Deliveries taken to follow work items already out make no work items of their
+                        # own: look again at once (the next ones may follow too, or need a work item).
+                        self.misses = 0
+                        continue
                     if not messages:
                         # A short idle backoff: lane heads are enqueued one at a time as their
                         # predecessors finish, and must not wait out dramatiq's 1 s idle sleep.

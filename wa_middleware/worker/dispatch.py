@@ -5,6 +5,11 @@ every (event, callback) unit of the whole fetched batch and puts ordered units i
 conversation lanes. The worker thread then runs the units it was given inline, in event order,
 and one more script per delivery records the outcome, hands failures over to messages of their
 own (retried with exponential backoff, then dead-lettered), moves lanes on and acks the delivery.
+
+Under load a conversation's deliveries keep coming while a work item of this process still runs
+its earlier ones: those are claimed right behind them and follow that work item (`_Holder`), which
+runs them after its own in the same thread, rather than being stored in the lane and handed over
+one by one when it moves on.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-__all__ = ["Dispatcher", "Unit"]
+__all__ = ["ATTACHED_LIMIT", "Dispatcher", "Unit"]
 
 logger = logging.getLogger("wa_middleware.worker")
 
@@ -98,6 +103,14 @@ class Dispatcher:
         #: Deliveries grouped by the consumer into one batch message: batch id -> its messages.
         self.batches: dict[str, list[dramatiq.Message[Any]]] = {}
         self.batch_actor = f"{settings.name}.batch"
+        #: Guards the follow-ups: `_tails`, `_holders`, the holders' pending lists and states, `attached`.
+        self._follow = threading.Lock()
+        #: lane -> (the last unit this process claimed to run in it, the work item that runs it).
+        self._tails: dict[str, tuple[str, _Holder]] = {}
+        #: The holder of each taken delivery that starts or is in a work item running ordered units.
+        self._holders: dict[str, _Holder] = {}
+        #: Deliveries attached to holders, not run yet (the consumer fetches less while there are many).
+        self.attached = 0
         self._broker: RedisBroker | None = None
         self._lease: Lease | None = None
         #: What counts as a callback failing: also dramatiq's time limit, so a callback that runs
@@ -146,11 +159,17 @@ class Dispatcher:
                 units.append(Unit(f"{message_id}.{len(units)}", event, callback, key, lane, mark))
         return units
 
-    def plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
-        """Append the PLAN arguments of one fetched message to ``out``; return its units if a delivery."""
+    def plan_args(
+        self, message: dramatiq.Message[Any], out: list[Any], follow: _Follow | None = None
+    ) -> list[Unit] | None:
+        """Append the PLAN arguments of one fetched message to ``out``; return its units if a delivery.
+
+        :param follow: the lanes' tails as this fetch goes (`plan`): a delivery whose ordered units are
+            all behind one work item of this process is planned to follow it.
+        """
         mark = len(out)
         try:
-            return self._plan_args(message, out)
+            return self._plan_args(message, out, follow)
         except Exception:
             del out[mark:]
             # A message that cannot be planned must not block the head of the queue: take it
@@ -160,7 +179,7 @@ class Dispatcher:
             out += plan_own(key="", field="", lane="")
             return None
 
-    def _plan_args(self, message: dramatiq.Message[Any], out: list[Any]) -> list[Unit] | None:
+    def _plan_args(self, message: dramatiq.Message[Any], out: list[Any], follow: _Follow | None) -> list[Unit] | None:
         rid = rid_of(message)
         if message.actor_name == self.dispatch_actor:
             body, received_at, delivery_id = _dispatch_args(message)
@@ -168,12 +187,13 @@ class Dispatcher:
                 decode_delivery(body, delivery_id=delivery_id, received_at=received_at), message.message_id
             )
             out += plan_message(rid=rid, mid=message.message_id, count=len(units), group="")
-            for unit in units:
-                data = self._unit_message(unit, 0, rid=unit.uid).encode() if unit.lane else b""
+            afters = follow.afters(rid, units) if follow is not None else None
+            for index, unit in enumerate(units):
                 hour, shard, digest = unit.mark
                 out += plan_unit(
-                    key=unit.key, field=unit.callback.name, lane=unit.lane, uid=unit.uid, data=data,
+                    key=unit.key, field=unit.callback.name, lane=unit.lane, uid=unit.uid,
                     stale=self._stale_arg(unit), hour=hour, shard=shard, digest=digest,
+                    after=afters[index] if afters is not None else "",
                 )  # fmt: skip
             return units
         out += plan_message(rid=rid, mid=message.message_id, count=-1, group="")
@@ -193,7 +213,13 @@ class Dispatcher:
             return ""
         return progress_arg(data.id, rank, _TOP_RANK, unit.mark[0], now=time.time())
 
-    def plan(self, messages: list[dramatiq.Message[Any]], *, pop: bool, slots: int = 0) -> list[str]:
+    def followable(self) -> bool:
+        """Whether work items of this process run ordered units that later deliveries may follow."""
+        return bool(self._tails) and self.attached < ATTACHED_LIMIT
+
+    def plan(
+        self, messages: list[dramatiq.Message[Any]], *, pop: bool, slots: int = 0, others: int | None = None
+    ) -> list[str]:
         """Claim the units of ``messages``; with ``pop``, also take them off the queue head.
 
         What a fetch takes is held (`Lease.hold`) before the script is sent: if its reply is lost,
@@ -201,6 +227,8 @@ class Dispatcher:
 
         :param slots: the work items the fetch may fill: with more deliveries than that, they are
             grouped into batches (`groups`), a conversation's deliveries in one batch where they fit.
+        :param others: with ``pop``, how many deliveries that follow no work item of this process it
+            takes at most (None: all): the fetch ends before the next one.
         """
         lease = self.lease
         bid = lease.broker_id
@@ -209,10 +237,30 @@ class Dispatcher:
         args: list[Any] = [bid, self.ttl_ms, "1" if pop else "0", "1" if lease.fresh else "0", lease.epoch or ""]
         marks: list[int] = []
         units: list[list[Unit] | None] = []
-        for message in messages:
-            marks.append(len(args))
-            units.append(self.plan_args(message, args))
-        groups = _groups(messages, units, slots, self.dispatch_actor)
+        follow: _Follow | None = None
+        if pop and self._tails:  # some work item of this process runs ordered units: they may be followed
+            with self._follow:
+                follow = _Follow(dict(self._tails), self.attached)
+        for index, message in enumerate(messages):
+            mark = len(args)
+            planned = self.plan_args(message, args, follow)
+            if others is not None and not (follow is not None and rid_of(message) in follow.attach):
+                others -= 1
+            # The fetch ends before a delivery that could not follow its work item for lack of room
+            # (left to wait in its lane, it would make every later one there wait too), and before one
+            # too many that follows none.
+            if (follow is not None and follow.full) or (others is not None and others < 0):
+                del args[mark:]
+                messages = messages[:index]
+                break
+            marks.append(mark)
+            units.append(planned)
+        if not messages:
+            return []
+        attach = follow.attach if follow is not None else {}
+        # Deliveries that follow a work item are in no batch of their own.
+        grouped = [None if rid_of(m) in attach else u for m, u in zip(messages, units, strict=True)]
+        groups = _groups(messages, grouped, slots, self.dispatch_actor)
         offset = PLAN_MESSAGE.index("group")
         for mark, group in zip(marks, groups, strict=True):
             args[mark + offset] = group
@@ -242,7 +290,73 @@ class Dispatcher:
             self.plans[rid] = (plan, message_units)
             if group:
                 self.groups[rid] = group
+        if pop:
+            self._hold_lanes(messages[: len(result)], result, units, groups, attach)
         return result
+
+    def _hold_lanes(
+        self,
+        messages: list[dramatiq.Message[Any]],
+        plans: list[str],
+        units: list[list[Unit] | None],
+        groups: list[str],
+        attach: dict[str, _Holder],
+    ) -> None:
+        """After PLAN: attach the deliveries planned to follow a work item to it, give the other work
+        items running ordered units a holder, and note the lanes' new tails.
+
+        A delivery planned to follow a holder that has finished since (its lanes moved on) runs as a
+        work item of its own, with the later ones of this fetch following it; one planned to follow a
+        holder that stopped unfinished goes back to the queue: its units are behind units that will
+        run elsewhere, and planned again there they wait in their lanes.
+        """
+        back: list[str] = []
+        with self._follow:
+            new: dict[str, _Holder] = {}
+            instead: dict[int, _Holder] = {}
+            for message, plan, message_units, group in zip(messages, plans, units, groups, strict=False):
+                rid = rid_of(message)
+                if message_units is None or not any(unit.lane for unit in message_units):
+                    continue
+                target = attach.get(rid)
+                holder: _Holder | None
+                if target is None:
+                    holder = new.get(group or rid)
+                    if holder is None:
+                        holder = new[group or rid] = _Holder()
+                    self._holders[rid] = holder
+                elif target.state == _OPEN:
+                    holder = target
+                elif target.state == _DONE:
+                    holder = instead.get(id(target))
+                    if holder is None:  # the first of them starts a work item of its own (in no batch)
+                        holder = instead[id(target)] = _Holder(target.blocked)
+                        self._holders[rid] = holder
+                        self._note_tails(holder, message_units, plan)
+                        continue
+                else:
+                    back.append(rid)
+                    self.groups[rid] = _ATTACHED
+                    self.plans.pop(rid, None)
+                    continue
+                if target is not None:
+                    holder.pending.append(message)
+                    holder.taken += 1
+                    self.attached += 1
+                    self.groups[rid] = _ATTACHED
+                self._note_tails(holder, message_units, plan)
+        if back:
+            self.lease.requeue(back)
+
+    def _note_tails(self, holder: _Holder, units: list[Unit], plan: str) -> None:
+        for unit, step in zip(units, plan, strict=True):
+            if not unit.lane:
+                continue
+            if step == "r":
+                self._tails[unit.lane] = (unit.uid, holder)
+                holder.lanes.add(unit.lane)
+            elif step == "q":  # the lane's tail now waits for a unit that runs elsewhere
+                self._tails.pop(unit.lane, None)
 
     def _take_plan(self, message: dramatiq.Message[Any]) -> tuple[str, list[Unit] | None]:
         rid = rid_of(message)
@@ -275,14 +389,22 @@ class Dispatcher:
 
     def run_delivery(self, message: dramatiq.Message[Any]) -> None:
         _chain.budget = CHAIN_BUDGET
-        if not self._may_run(message):
-            return
-        plan, units = self._take_plan(message)
-        if units is None:
-            # Planning failed when the message was taken (it then claimed nothing): never run it
-            # against that empty plan. Failing sends it to the dead letters (a replay plans it afresh).
-            raise RuntimeError(f"delivery {message.message_id} could not be planned")
-        self.finish(message, self._run_planned(plan, units))
+        with self._follow:
+            holder = self._holders.pop(rid_of(message), None)
+        done = False
+        try:
+            if not self._may_run(message):
+                return
+            plan, units = self._take_plan(message)
+            if units is None:
+                # Planning failed when the message was taken (it then claimed nothing): never run it
+                # against that empty plan. Failing sends it to the dead letters (a replay plans it afresh).
+                raise RuntimeError(f"delivery {message.message_id} could not be planned")
+            blocked = holder.blocked if holder is not None else None
+            done = self.finish_all([(message, self._run_planned(plan, units, blocked))]) is not None
+        finally:
+            if holder is not None:
+                self._follow_up(holder, done)
 
     def run_batch(self, batch: dramatiq.Message[Any]) -> None:
         """Run the deliveries the consumer grouped into ``batch`` (under load), one after the other in
@@ -290,30 +412,131 @@ class Dispatcher:
         _chain.budget = CHAIN_BUDGET
         messages = self.batches.pop(rid_of(batch), [])
         self.acked.add(rid_of(batch))
-        finished: list[tuple[dramatiq.Message[Any], Ops]] = []
-        blocked: set[str] = set()  # lanes held by a failed unit of an earlier delivery of the batch
+        with self._follow:
+            holders = [self._holders.pop(rid_of(m), None) for m in messages]
+        holder = next((h for h in holders if h is not None), None)
+        done = False
         try:
-            for index, message in enumerate(messages):
-                if not self._may_run(message):
-                    continue
-                plan, units = self._take_plan(message)
-                if units is None:
-                    logger.error("wa-middleware: delivery %s could not be planned: dead-lettered", message.message_id)
-                    finished.append((message, self._bury_ops(message)))
-                    continue
-                try:
-                    finished.append((message, self._run_planned(plan, units, blocked)))
-                except BaseException:
-                    # Past the callbacks' error handling (a BaseException): this delivery to the dead
-                    # letters, the ones not started back to the queue, what ran recorded below.
-                    finished.append((message, self._bury_ops(message)))
-                    self.lease.requeue([rid_of(m) for m in messages[index + 1 :]])
-                    raise
+            done = self._run_messages(messages, holder.blocked if holder is not None else set(), holder)
         finally:
-            self.finish_all(finished)
+            if holder is not None:
+                self._follow_up(holder, done)
+
+    def _follow_up(self, holder: _Holder, done: bool) -> None:
+        """Run the deliveries attached to ``holder`` while its work item ran, a batch at a time, until
+        none is left; then close it: later deliveries of its lanes no longer follow it.
+
+        :param done: its own work finished and recorded (FINISH applied): the lanes moved on past it.
+            If not (a crash of the thread, a fenced lease, Redis out of reach while stopping), what
+            follows it is not run here but goes back to the queue, to wait in its lanes once planned again.
+        """
+        left: list[dramatiq.Message[Any]] = []
+        try:
+            while True:
+                with self._follow:
+                    if not (done and holder.pending and not self.lease.halted):
+                        left, holder.pending = holder.pending, []
+                        self.attached -= len(left)
+                        holder.state = _DONE if done else _STOPPED
+                        for lane in holder.lanes:
+                            if self._tails.get(lane, (None, None))[1] is holder:
+                                del self._tails[lane]
+                        break
+                    messages = holder.pending[:FOLLOW_CHUNK]
+                    del holder.pending[:FOLLOW_CHUNK]
+                    self.attached -= len(messages)
+                done = False
+                done = self._run_messages(messages, holder.blocked, holder)
+        except BaseException:
+            with self._follow:
+                left, holder.pending = holder.pending, []
+                self.attached -= len(left)
+                holder.state = _STOPPED
+                for lane in holder.lanes:
+                    if self._tails.get(lane, (None, None))[1] is holder:
+                        del self._tails[lane]
+            raise
+        finally:
+            if left:
+                rids = [rid_of(m) for m in left]
+                for rid in rids:
+                    self.plans.pop(rid, None)
+                if not self.lease.halted:  # halted: they stay taken, for the next workers' recovery
+                    self.lease.requeue(rids)
+
+    def abandon(self, rids: list[str]) -> list[str]:
+        """Work items that will not run here (requeued, rejected, skipped): the redis ids of the
+        deliveries that followed them, to go back to the queue with them."""
+        out: list[str] = []
+        with self._follow:
+            for rid in rids:
+                holder = self._holders.pop(rid, None)
+                if holder is None or holder.state != _OPEN:
+                    continue
+                holder.state = _STOPPED
+                out += [rid_of(m) for m in holder.pending]
+                self.attached -= len(holder.pending)
+                holder.pending = []
+                for lane in holder.lanes:
+                    if self._tails.get(lane, (None, None))[1] is holder:
+                        del self._tails[lane]
+        for rid in out:
+            self.plans.pop(rid, None)
+        return out
+
+    def _run_messages(
+        self, messages: list[dramatiq.Message[Any]], blocked: set[str], holder: _Holder | None = None
+    ) -> bool:
+        """Run deliveries one after the other in this thread and finish them all in one FINISH call;
+        whether every one ran and its outcome was recorded (what follows them may run then).
+
+        :param blocked: lanes held by a failed unit of an earlier delivery (of this work item).
+        :param holder: the work item's holder: the deliveries following it that are there by the end
+            run too, before the FINISH call (behind the others in their lanes, they run after them in
+            this thread, and the call moves the lanes past both in order), up to `FOLLOW_CHUNK` in all.
+        """
+        messages = list(messages)
+        finished: list[tuple[dramatiq.Message[Any], Ops]] = []
+        every = True
+        index = 0
+        try:
+            while True:
+                while index < len(messages):
+                    message = messages[index]
+                    index += 1
+                    if not self._may_run(message):
+                        every = False
+                        continue
+                    plan, units = self._take_plan(message)
+                    if units is None:
+                        logger.error(
+                            "wa-middleware: delivery %s could not be planned: dead-lettered", message.message_id
+                        )
+                        finished.append((message, self._bury_ops(message)))
+                        continue
+                    try:
+                        finished.append((message, self._run_planned(plan, units, blocked)))
+                    except BaseException:
+                        # Past the callbacks' error handling (a BaseException): this delivery to the dead
+                        # letters, the ones not started back to the queue, what ran recorded below.
+                        finished.append((message, self._bury_ops(message)))
+                        self.lease.requeue([rid_of(m) for m in messages[index:]])
+                        raise
+                if holder is None or not every or len(messages) >= FOLLOW_CHUNK:
+                    break
+                with self._follow:
+                    more = holder.pending[: FOLLOW_CHUNK - len(messages)]
+                    del holder.pending[: len(more)]
+                    self.attached -= len(more)
+                if not more:
+                    break
+                messages += more
+        finally:
+            recorded = self.finish_all(finished) is not None
             # The consumer acks the batch message, never its members: nothing else would take their
             # ids out of `acked` (they piled up there, about 100 bytes a delivery, before).
             self.acked.difference_update([rid_of(m) for m in messages])
+        return every and recorded
 
     def _run_planned(self, plan: str, units: list[Unit], blocked: set[str] | None = None) -> Ops:
         """Run the units a delivery's plan gave this message; the FINISH operations of their outcomes.
@@ -336,10 +559,25 @@ class Dispatcher:
             blocked = set()
         planned = [unit for unit, step in zip(units, plan, strict=True) if step == "r"]
         held = (lambda unit: unit.lane in blocked) if any(unit.lane for unit in planned) else None
+        for unit, step in zip(units, plan, strict=True):
+            if step == "q":  # waits in its lane behind a unit that runs elsewhere: store its message
+                ops.wait(
+                    unit.key,
+                    unit.callback.name,
+                    unit.uid,
+                    unit.lane,
+                    self._unit_message(unit, 0, rid=unit.uid).encode(),
+                )
         for outcome in run_callbacks(planned, failures=self._failures, hold=held, around=self._around()):
             unit = outcome.item
             if outcome.state == "held":
-                ops.wait(unit.key, unit.callback.name, unit.uid, self._unit_message(unit, 0, rid=unit.uid).encode())
+                ops.wait(
+                    unit.key,
+                    unit.callback.name,
+                    unit.uid,
+                    unit.lane,
+                    self._unit_message(unit, 0, rid=unit.uid).encode(),
+                )
                 continue
             if outcome.state == "failed":
                 assert outcome.error is not None
@@ -434,9 +672,10 @@ class Dispatcher:
 
     def finish_all(
         self, finished: list[tuple[dramatiq.Message[Any], Ops]], *, chained: bool = False, run: bool = False
-    ) -> list[Any]:
+    ) -> list[Any] | None:
         """FINISH several messages in one script call (each fenced on its own), then run the lane
-        heads handed over to this thread.
+        heads handed over to this thread. None if not every record was applied (Redis out of reach
+        while stopping, or a message handed to another worker): what follows them must not run here.
 
         :param run: ``finished`` is a run of one lane's consecutive units (`_run_chain`): each record
             takes the next unit over as its lane's head (the next record finishes it in the same call)
@@ -453,15 +692,18 @@ class Dispatcher:
         found = self.finisher.finish(records)
         results: list[list[Any] | None] = list(found) if found is not None else [None] * len(records)
         heads: list[Any] = []
+        applied = True
         for index, ((rid, bid, _, _), result) in enumerate(zip(records, results, strict=True)):
             if not chained:
                 self.acked.add(rid)  # the consumer that fetched it must not ack it again
             if result is None:
                 # Stopping with Redis out of reach: the message stays in this process's acks, and runs
                 # again elsewhere once its heartbeat lapses (at least once).
+                applied = False
                 continue
             lease.release([rid])
             if result[0] == "gone":
+                applied = False
                 logger.warning(
                     "wa-middleware: message %s was handed to another worker while this one was presumed dead: "
                     "its outcome here is not recorded (the other run's is)",
@@ -476,7 +718,7 @@ class Dispatcher:
             return heads
         if heads:
             self._run_chain(heads)
-        return []
+        return [] if applied else None
 
     def _bury_ops(self, message: dramatiq.Message[Any]) -> Ops:
         ops = Ops()
@@ -491,8 +733,10 @@ class Dispatcher:
         rid = rid_of(message)
         if rid in self.batches:  # a batch rejected before it ran: its deliveries go back, unrun
             self.acked.add(rid)
-            self.lease.requeue([rid_of(m) for m in self.batches.pop(rid)])
+            members = [rid_of(m) for m in self.batches.pop(rid)]
+            self.lease.requeue(members + self.abandon(members))
             return
+        self.lease.requeue(self.abandon([rid]))
         ops = self._bury_ops(message)
         self.plans.pop(rid, None)
         self.finish(message, ops)
@@ -556,7 +800,7 @@ class Dispatcher:
                         return  # dropped: what it held runs elsewhere
                     heads = [h.decode() for h in pending[::3]]
                     if run:  # the unit that failed is the head the run's FINISH hands over
-                        heads += [h.decode() for h in self.finish_all(run, chained=True, run=True)[::3]]
+                        heads += [h.decode() for h in (self.finish_all(run, chained=True, run=True) or [])[::3]]
                     else:
                         heads.append(head.decode())
                     logger.exception("wa-middleware: a chained lane head failed; requeueing %d", len(heads))
@@ -564,7 +808,7 @@ class Dispatcher:
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                _chain.pending.extend(self.finish_all(run, chained=True, run=True))
+                _chain.pending.extend(self.finish_all(run, chained=True, run=True) or [])
         finally:
             _chain.active = False
 
@@ -637,6 +881,82 @@ CHAIN_BUDGET = 32
 #: Units behind a lane head FINISH hands over that the same thread runs and finishes with it.
 AHEAD = 16
 
+#: Deliveries that may follow one work item over its life (then the next ones wait in their lanes),
+#: so that one busy conversation does not keep a thread for ever.
+FOLLOW_LIMIT = 256
+#: Deliveries one FINISH call of a work item and its followers records at most.
+FOLLOW_CHUNK = 64
+#: Deliveries attached to work items of this process at most, not run yet.
+ATTACHED_LIMIT = 256
+
+#: The group of a delivery attached to a holder: not a work item of its own.
+_ATTACHED = "\0attached"
+#: A holder's states: its work item may still take followers; it finished and recorded its work (its
+#: lanes moved on); it stopped without (what follows it must not run before what it left).
+_OPEN, _DONE, _STOPPED = "open", "done", "stopped"
+
+
+class _Holder:
+    """A work item of this process (a delivery or a batch) that runs ordered units, and the deliveries
+    fetched since that follow it: claimed right behind its units in their lanes, run after them in
+    its thread (`Dispatcher._follow_up`)."""
+
+    __slots__ = ("blocked", "lanes", "pending", "state", "taken")
+
+    def __init__(self, blocked: set[str] | None = None) -> None:
+        self.pending: list[dramatiq.Message[Any]] = []
+        self.state = _OPEN
+        #: Lanes in which a unit it ran failed and waits for its retry: the later units there wait too.
+        self.blocked: set[str] = blocked if blocked is not None else set()
+        #: Lanes in which it ran or claimed a unit (whose tails may point at it).
+        self.lanes: set[str] = set()
+        #: Deliveries attached over its life.
+        self.taken = 0
+
+
+class _Follow:
+    """The lanes' tails during one fetch's planning: which deliveries follow a work item, and after what.
+
+    :param tails: a copy of the dispatcher's `_tails`, updated as the fetch's deliveries are planned.
+    :param attached: deliveries attached and not run yet, before this fetch.
+    """
+
+    __slots__ = ("attach", "attached", "counts", "full", "tails")
+
+    def __init__(self, tails: dict[str, tuple[str, _Holder]], attached: int) -> None:
+        self.tails = tails
+        self.attached = attached
+        #: redis id -> the holder that delivery is planned to follow.
+        self.attach: dict[str, _Holder] = {}
+        #: id(holder) -> deliveries of this fetch planned to follow it.
+        self.counts: dict[int, int] = {}
+        #: A delivery could not follow its work item for lack of room: the fetch ends before it (stored
+        #: in its lane instead, it would make every later one of its lane wait there too).
+        self.full = False
+
+    def afters(self, rid: str, units: list[Unit]) -> list[str] | None:
+        """Each unit's ``after`` if the delivery follows one work item in all its lanes with a tail
+        here (and there is room), else None (planned as ever)."""
+        holders = {id(tail[1]): tail[1] for tail in (self.tails.get(u.lane) for u in units if u.lane) if tail}
+        if len(holders) != 1:
+            return None
+        # Its state is not read here: a holder that finishes while the fetch is planned is followed all
+        # the same, and `Dispatcher._hold_lanes` settles where its followers go (all of them alike).
+        holder = next(iter(holders.values()))
+        if self.attached >= ATTACHED_LIMIT or holder.taken + self.counts.get(id(holder), 0) >= FOLLOW_LIMIT:
+            self.full = True
+            return None
+        afters: list[str] = []
+        for unit in units:
+            tail = self.tails.get(unit.lane) if unit.lane else None
+            afters.append(tail[0] if tail else "")
+            if unit.lane:
+                self.tails[unit.lane] = (unit.uid, holder)
+        self.attach[rid] = holder
+        self.counts[id(holder)] = self.counts.get(id(holder), 0) + 1
+        self.attached += 1
+        return afters
+
 
 class _Units(list[Unit]):
     """The units of one delivery, with the kinds of all its events (for the events metric)."""
@@ -656,20 +976,18 @@ def _groups(
     messages: list[dramatiq.Message[Any]], units: list[list[Unit] | None], slots: int, dispatch_actor: str
 ) -> list[str]:
     """The batch of each fetched message ("" for none): enough batches for ``slots`` work items, at most
-    `BATCH` deliveries each.
+    `BATCH` deliveries each, except that one conversation's deliveries are never split.
 
-    The deliveries of one conversation go to one batch while they fit (else to consecutive chunks of
-    `BATCH`): in one batch they run one after the other in its thread, where split between threads
-    the later ones would wait in the lane for the earlier. Several conversations share a batch, so
-    that ordered deliveries make batches as full as unordered ones (a batch per conversation made
-    three times as many FINISH calls over 20 conversations).
+    The deliveries of one conversation go to one batch, however many: in one batch they run one after
+    the other in its thread, where split between work items the later ones would wait in the lane for
+    the earlier, stored and handed over one by one. Several conversations share a batch, so that
+    ordered deliveries make batches as full as unordered ones (a batch per conversation made three
+    times as many FINISH calls over 20 conversations).
     """
     deliveries = sum(
         1 for m, u in zip(messages, units, strict=True) if u is not None and m.actor_name == dispatch_actor
     )
-    size = min(BATCH, -(-deliveries // max(slots, 1))) if slots else 1
-    if size <= 1:
-        return [""] * len(messages)
+    size = max(1, min(BATCH, -(-deliveries // max(slots, 1)))) if slots else 1
     by_lane: dict[str, list[int]] = {}  # in the order of their first delivery
     for index, (message, message_units) in enumerate(zip(messages, units, strict=True)):
         if message_units is None or message.actor_name != dispatch_actor:
@@ -679,13 +997,13 @@ def _groups(
     out = [""] * len(messages)
     group, filled = -1, size
     for indices in by_lane.values():
-        for start in range(0, len(indices), size):
-            chunk = indices[start : start + size]
-            if filled + len(chunk) > size:
-                group, filled = group + 1, 0
-            for index in chunk:
-                out[index] = f"g{group}"
-            filled += len(chunk)
+        if size == 1 and len(indices) == 1:
+            continue  # alone: a work item of its own
+        if filled + len(indices) > size:
+            group, filled = group + 1, 0
+        for index in indices:
+            out[index] = f"g{group}"
+        filled += len(indices)
     return out
 
 

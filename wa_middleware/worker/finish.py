@@ -27,8 +27,9 @@ OPS: dict[str, tuple[str, ...]] = {
     "retry": ("key", "field", "owner", "next_rid", "data", "due"),
     # Dead-lettered as message ``dead_rid``.
     "dead": ("key", "field", "owner", "dead_rid", "data"),
-    # An inline ordered unit that now waits in its lane (its message stored, enqueued at its turn).
-    "wait": ("key", "field", "uid", "data"),
+    # An ordered unit of the message that waits in its lane (behind a failed one, or planned "q"): its
+    # own message is stored, enqueued at its turn (at once if its turn has come already).
+    "wait": ("key", "field", "uid", "lane", "data"),
     # Move the lane on if ``uid`` is its head; the next head's stored message is enqueued.
     "pop": ("lane", "uid"),
     # Move the body of message ``buried`` to the dead letters (a message dramatiq rejected).
@@ -42,8 +43,10 @@ FINISH_MESSAGE = ("rid", "acks", "bid", "take", "count")
 #: batch all run (in order, in that batch's thread) instead of waiting for each other in the lane.
 PLAN_MESSAGE = ("rid", "mid", "count", "group")
 #: PLAN: one unit of a delivery. ``stale``: "" or "<status progress key>|<rank>"; ``hour``,
-#: ``shard``, ``digest``: its done-mark (`marks.py`; ``hour`` "" for none).
-PLAN_UNIT = ("key", "field", "lane", "uid", "data", "stale", "hour", "shard", "digest")
+#: ``shard``, ``digest``: its done-mark (`marks.py`; ``hour`` "" for none). ``after``: "" or the
+#: unit this process last claimed to run in the same lane (the dispatcher's follow-ups): right
+#: behind it, this one is claimed to run too, by the work item that runs that one, after it.
+PLAN_UNIT = ("key", "field", "lane", "uid", "stale", "hour", "shard", "digest", "after")
 #: PLAN: a unit's own message (a retry, a lane head): its idempotency key, callback and lane.
 PLAN_OWN = ("key", "field", "lane")
 
@@ -105,8 +108,8 @@ class Ops(list[Any]):
     def dead(self, key: str, field: str, owner: str, dead_rid: str, data: bytes) -> None:
         self.add("dead", key=key, field=field, owner=owner, dead_rid=dead_rid, data=data)
 
-    def wait(self, key: str, field: str, uid: str, data: bytes) -> None:
-        self.add("wait", key=key, field=field, uid=uid, data=data)
+    def wait(self, key: str, field: str, uid: str, lane: str, data: bytes) -> None:
+        self.add("wait", key=key, field=field, uid=uid, lane=lane, data=data)
 
     def pop_lane(self, lane: str, uid: str) -> None:
         self.add("pop", lane=lane, uid=uid)

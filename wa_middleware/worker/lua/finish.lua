@@ -13,7 +13,8 @@
 --   done   the unit ran (or needs no run): its claim gives way to a done-mark (or "d" without one)
 --   retry  its next try is owner's message, due at a time: stored, and waiting in the retries set
 --   dead   dead-lettered as message rid
---   wait   an inline unit that now waits in its lane behind a failed one
+--   wait   a unit of the message that waits in its lane (behind a failed one, or planned "q"): its
+--          message stored, or enqueued if it heads the lane already
 --   pop    pop uid off the lane head; the next head's stored message is enqueued
 --   bury   move the message's own body to the dead letters (a message dramatiq rejected)
 -- With take k >= 1, a next head is not pushed on the queue but taken by the same process (put in its
@@ -81,7 +82,13 @@ while i <= #ARGV do
       elseif op == "wait" then
         --@bind wait
         redis.call("hset", key, field, "c|" .. uid)
-        redis.call("hset", units, uid, data)
+        if redis.call("lindex", lane, 0) == uid then
+          -- Its turn came before its message was stored (the unit ahead finished meanwhile).
+          redis.call("hset", msgs, uid, data)
+          redis.call("rpush", queue, uid)
+        else
+          redis.call("hset", units, uid, data)
+        end
       elseif op == "pop" then
         --@bind pop
         if redis.call("lindex", lane, 0) == uid then

@@ -10,8 +10,13 @@
 -- names them (``stale``: "" or marks.progress_arg's), and:
 --   n >= 0 (a delivery): n units, each as PLAN_UNIT names them
 --   n == -1 (a unit's own message): one PLAN_OWN record
+-- A unit whose ``after`` is the unit right ahead of it in its lane, when that one was claimed to run
+-- (in an earlier call, or "r" in this one), is claimed to run as well ("r"): the process runs it in
+-- the same work item, after that one (`Dispatcher` follow-ups), instead of storing it to hand over.
 -- Returns one string per message taken: per unit "r" (run now, by this message), "q" (waits in
--- its lane), "s" (skip: done, dead, or claimed by another message: a duplicate), "t" (skip: a
+-- its lane: the message's FINISH stores the unit's own message, which runs it at its turn; until
+-- then the delivery holds its claim, so that a delivery planned again after a crash plans it
+-- again), "s" (skip: done, dead, or claimed by another message: a duplicate), "t" (skip: a
 -- stale status). A worker process whose lease was taken over (its heartbeat removed by another
 -- worker's recovery) takes nothing: the error WAFENCED tells it to start afresh under a new id.
 -- Nothing is taken either from a Redis whose epoch marker is not the one seen (it lost its data,
@@ -27,6 +32,8 @@ if pop == "1" then
 end
 local out = {}
 local group_heads = {}
+-- The step given to each unit planned in this call (a unit not in it was planned by an earlier call).
+local steps = {}
 local i = 6
 local dups = 0
 while i <= #ARGV do
@@ -101,9 +108,12 @@ while i <= #ARGV do
             heads[lane] = n - 1
             redis.call("hset", key, field, "c|" .. mid)
             r = "r"
+          elseif after ~= "" and (steps[after] or "r") == "r" and redis.call("lindex", lane, -2) == after then
+            redis.call("hset", key, field, "c|" .. mid)
+            r = "r"
           else
-            redis.call("hset", key, field, "c|" .. uid)
-            redis.call("hset", units, uid, data)
+            -- Waits: claimed by the delivery until its FINISH stores the unit's own message ("wait").
+            redis.call("hset", key, field, "c|" .. mid)
             r = "q"
           end
         end
@@ -111,7 +121,8 @@ while i <= #ARGV do
       elseif v == "c|" .. mid then
         -- Claimed by this very message before (it is planned again: requeued by a recovery, or
         -- taken by a batch that did not finish). An ordered unit runs only at its lane's head:
-        -- behind others it waits, stored, for its turn; out of its lane already, it runs.
+        -- behind others it waits for its turn (stored by the delivery's FINISH); out of its lane
+        -- already, it runs.
         local at = lane ~= "" and redis.call("lpos", lane, uid)
         if not at then
           r = "r"
@@ -119,14 +130,13 @@ while i <= #ARGV do
           heads[lane] = at
           r = "r"
         else
-          redis.call("hset", key, field, "c|" .. uid)
-          redis.call("hset", units, uid, data)
           r = "q"
         end
       elseif r ~= "t" then
         dups = dups + 1
       end
       res[u] = r
+      steps[uid] = r
     end
   end
   out[#out + 1] = table.concat(res)
