@@ -324,3 +324,81 @@ def test_a_batchs_deliveries_are_forgotten_once_finished(
     assert sorted(ran) == [f"wamid.B{i:04d}" for i in range(200)]
     assert max(calls) > 1  # batches did form
     assert left == set()
+
+
+def _drain_threads(wa: Webhook, threads: int, timeout: float = 60.0) -> None:
+    install()
+    worker = dramatiq.Worker(wa.broker, queues={wa.queue_name}, worker_threads=threads, worker_timeout=50)
+    worker.start()
+    try:
+        client = wa.broker.client
+        deadline = time.monotonic() + timeout
+        while (client.hlen(f"{wa.namespace}:{wa.queue_name}.msgs") or client.zcard(wa.keys.retries)) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        assert client.hlen(f"{wa.namespace}:{wa.queue_name}.msgs") == 0
+    finally:
+        worker.stop()
+
+
+@pytest.mark.parametrize("fail", [pytest.param(False, id="all-succeed"), pytest.param(True, id="one-fails-once")])
+def test_a_deep_queue_of_conversations_follows_the_work_items_running_them(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch, fail: bool
+) -> None:
+    """20 conversations of 60 messages queued before 8 worker threads start: later fetches find each
+    conversation's lane held by a work item of this very process, and follow it (run after it, in its
+    thread) instead of waiting stored in the lane: every conversation in order, each message once, and
+    no unit stored to wait. A failure (retried once) holds its conversation: what follows it waits."""
+    from wa_middleware.worker.dispatch import Dispatcher
+    from wa_middleware.worker.finish import Ops
+
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, ordered=True, min_backoff=50)
+    ran: dict[str, list[str]] = {}
+    failed: list[str] = []
+
+    @wa.on_message()
+    def on_text(message: Message) -> None:
+        if fail and message.id == "wamid.c3.m010" and not failed:
+            failed.append(str(message.id))
+            raise RuntimeError("once")
+        ran.setdefault(str(message.from_), []).append(str(message.id))
+
+    waits: list[str] = []
+    original = Ops.wait
+
+    def counted(self: Ops, key: str, field: str, uid: str, lane: str, data: bytes) -> None:
+        waits.append(uid)
+        original(self, key, field, uid, lane, data)
+
+    monkeypatch.setattr(Ops, "wait", counted)
+    steps: list[str] = []
+    plan = Dispatcher.plan
+
+    def planned(self: Dispatcher, *args: Any, **kwargs: Any) -> list[str]:
+        result = plan(self, *args, **kwargs)
+        steps.extend(result)
+        return result
+
+    monkeypatch.setattr(Dispatcher, "plan", planned)
+    enqueuer = wa.sync_enqueuer()
+    expected: dict[str, list[str]] = {}
+    for i in range(60):
+        for c in range(20):
+            sender, mid = f"49170000{c:04d}", f"wamid.c{c}.m{i:03d}"
+            expected.setdefault(sender, []).append(mid)
+            job = wa.core.finish({}, testing.text("hi", id=mid, sender=sender).to_bytes())
+            enqueuer.enqueue(job.message_id, job.data)
+    _drain_threads(wa, threads=8)
+    dispatcher = wa.runtime.dispatcher
+    wa.close()
+    assert ran == expected
+    assert failed == (["wamid.c3.m010"] if fail else [])
+    if not fail:
+        # Every unit was planned to run ("r") by the work item that took it or the one it followed:
+        # none was left to wait in its lane ("q"), stored and handed over one by one.
+        assert "".join(steps).count("r") == 1200 and "q" not in "".join(steps)
+        assert waits == []
+    else:
+        assert waits  # what followed the failure waited behind it in its lane, stored
+    assert dispatcher.attached == 0 and not dispatcher._holders and not dispatcher._tails

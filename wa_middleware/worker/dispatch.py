@@ -259,7 +259,9 @@ class Dispatcher:
             return []
         attach = follow.attach if follow is not None else {}
         # Deliveries that follow a work item are in no batch of their own.
-        grouped = [None if rid_of(m) in attach else u for m, u in zip(messages, units, strict=True)]
+        grouped = (
+            [None if rid_of(m) in attach else u for m, u in zip(messages, units, strict=True)] if attach else units
+        )
         groups = _groups(messages, grouped, slots, self.dispatch_actor)
         offset = PLAN_MESSAGE.index("group")
         for mark, group in zip(marks, groups, strict=True):
@@ -290,7 +292,7 @@ class Dispatcher:
             self.plans[rid] = (plan, message_units)
             if group:
                 self.groups[rid] = group
-        if pop:
+        if pop and any(unit.lane for message_units in units if message_units for unit in message_units):
             self._hold_lanes(messages[: len(result)], result, units, groups, attach)
         return result
 
@@ -559,7 +561,7 @@ class Dispatcher:
             blocked = set()
         planned = [unit for unit, step in zip(units, plan, strict=True) if step == "r"]
         held = (lambda unit: unit.lane in blocked) if any(unit.lane for unit in planned) else None
-        for unit, step in zip(units, plan, strict=True):
+        for unit, step in zip(units, plan, strict=True) if "q" in plan else ():
             if step == "q":  # waits in its lane behind a unit that runs elsewhere: store its message
                 ops.wait(
                     unit.key,
