@@ -8,7 +8,9 @@ worker process, in wall-clock time and per CPU-second of the worker process (the
 ``--conversations 20,1`` runs each wa case once per conversation count: 20 conversations interleaved,
 and all in one conversation (the worst case for ordering). ``WA_BENCH_CODE=/path/to/other/checkout``
 runs the worker from another version of the package, to compare before and after a change.
-Results go to ``benchmarks/results/ordering-<timestamp>.json``.
+``--repeat N`` runs the cases in N interleaved rounds and prints ordered / unordered per CPU-second
+round by round, with the median; ``--code .,/path/to/other/checkout`` interleaves two versions of the
+worker round by round as well. Results go to ``benchmarks/results/ordering-<timestamp>.json``.
 """
 
 from __future__ import annotations
@@ -153,29 +155,70 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--cases", default="stock-noop,wa-unordered,wa-ordered")
+    parser.add_argument(
+        "--code",
+        default="",
+        help="comma-separated checkouts whose worker to run, interleaved round by round (default: this one), "
+        "e.g. --code .,/tmp/before to compare a change with the code before it",
+    )
     args = parser.parse_args(argv)
     url = os.environ.get("WA_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+    codes = [os.environ.get("WA_BENCH_CODE", "")]
+    if args.code:
+        codes = [str(Path(c).resolve()) for c in args.code.split(",")]
     results = []
     runs = []
     for case in args.cases.split(","):
         counts = [int(c) for c in args.conversations.split(",")] if case != "stock-noop" else [0]
         runs += [(case, count) for count in counts]
-    for _ in range(args.repeat):
-        for case, conversations in runs:
-            result = run_case(case, url, args.events, max(conversations, 1), args.threads)
-            result["conversations"] = conversations or None
-            print(
-                f"{result['case']:>14} ({conversations or '-':>3} conv.): {result['events_per_s']:>6} events/s wall, "
-                f"{result['events_per_cpu_s']:>6} events per CPU-second ({result['seconds']} s)",
-                flush=True,
-            )
-            results.append(result)
+    for round_no in range(args.repeat):
+        for code in codes:
+            os.environ["WA_BENCH_CODE"] = code
+            for case, conversations in runs:
+                result = run_case(case, url, args.events, max(conversations, 1), args.threads)
+                result.update(conversations=conversations or None, round=round_no, code=code or str(ROOT))
+                print(
+                    f"{result['case']:>14} ({conversations or '-':>3} conv.){f' [{code}]' if len(codes) > 1 else ''}: "
+                    f"{result['events_per_s']:>6} events/s wall, "
+                    f"{result['events_per_cpu_s']:>6} events per CPU-second ({result['seconds']} s)",
+                    flush=True,
+                )
+                results.append(result)
+    summary = ratios(results)
+    for line in summary:
+        print(line["text"])
     out = HERE / "results" / f"ordering-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(exist_ok=True)
     meta = {"threads": args.threads, "cpus": os.cpu_count(), "python": sys.version, "load": os.getloadavg()}
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    out.write_text(json.dumps({"meta": meta, "results": results, "ratios": summary}, indent=1))
     print(f"wrote {out}")
     return 0
+
+
+def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ordered / unordered per CPU-second, round by round (the machine's speed drifts between rounds,
+    much less within one), for each code and conversation count that has both: the ratios and their
+    median."""
+    by: dict[tuple[str, int | None, str], dict[int, int]] = {}
+    for r in results:
+        if r["events_per_cpu_s"]:
+            by.setdefault((r["code"], r["conversations"], r["case"]), {})[r["round"]] = r["events_per_cpu_s"]
+    out = []
+    for (code, conversations, case), ordered in sorted(by.items(), key=str):
+        unordered = by.get((code, conversations, "wa-unordered"))
+        if case != "wa-ordered" or not unordered:
+            continue
+        found = [ordered[n] / unordered[n] for n in sorted(ordered) if n in unordered]
+        if not found:
+            continue
+        found.sort()
+        median = (found[(len(found) - 1) // 2] + found[len(found) // 2]) / 2
+        text = (
+            f"ordered / unordered, {conversations} conv. [{code}]: median {median:.2f} over {len(found)} rounds "
+            f"({found[0]:.2f}-{found[-1]:.2f})"
+        )
+        out.append({"code": code, "conversations": conversations, "ratios": found, "median": median, "text": text})
+    return out
 
 
 if __name__ == "__main__":

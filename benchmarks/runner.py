@@ -82,6 +82,9 @@ class Plan:
     capacity_rounds: int = 5
     capacity_burst: float = 3.0
     capacity_warmup: float = 0.5
+    #: What ordering costs (`run_ordering`): interleaved rounds of unordered and ordered drains.
+    ordering_rounds: int = 5
+    ordering_events: int = 10_000
     #: In-process CPU per request (`request_cpu`): requests per round, rounds (the best counts).
     request_cpu: bool = True
     request_cpu_requests: int = 2000
@@ -129,6 +132,8 @@ def quick_plan() -> Plan:
         capacity_rounds=1,
         capacity_burst=0.5,
         capacity_warmup=0.2,
+        ordering_rounds=1,
+        ordering_events=1000,
     )
 
 
@@ -628,17 +633,41 @@ def run_workers(plan: Plan, env: _Env, gen: LoadGenerator, server: ServerProcess
 
 
 def run_ordering(plan: Plan, redis_url: str) -> dict[str, Any]:
-    """What ordering costs a worker process: the same single-event deliveries drained unordered,
-    ordered over 20 interleaved conversations, and ordered in one conversation (strictly serial)."""
+    """What ordering costs a worker process: the same single-event deliveries drained unordered and
+    ordered over 20 interleaved conversations, in ``ordering_rounds`` interleaved rounds (the ratio
+    taken round by round, per CPU-second of the worker: the machine's speed drifts between rounds),
+    then ordered in one conversation (strictly serial) once. Each case keeps its median round."""
     from . import ordering_bench
 
-    cases = [("wa-unordered", 20), ("wa-ordered", 20), ("wa-ordered", 1)]
-    out: dict[str, Any] = {}
-    for name, conversations in cases:
-        _log(f"ordering: {name}, {conversations} conversation(s), {plan.worker_messages} events")
-        result = ordering_bench.run_case(name, redis_url, plan.worker_messages, conversations, threads=8)
-        out[f"{name}-{conversations}"] = {**result, "conversations": conversations}
+    events = plan.ordering_events
+    runs: dict[str, list[dict[str, Any]]] = {"wa-unordered-20": [], "wa-ordered-20": []}
+    for round_no in range(plan.ordering_rounds):
+        for key in runs:
+            name = key.rsplit("-", 1)[0]
+            _log(f"ordering round {round_no + 1}/{plan.ordering_rounds}: {name}, 20 conversations, {events} events")
+            runs[key].append({**ordering_bench.run_case(name, redis_url, events, 20, threads=8), "conversations": 20})
+    _log(f"ordering: wa-ordered, 1 conversation, {events} events")
+    serial = ordering_bench.run_case("wa-ordered", redis_url, events, 1, threads=8)
+    out: dict[str, Any] = {key: _median_run(found) for key, found in runs.items()}
+    out["wa-ordered-1"] = {**serial, "conversations": 1}
+    ratios = [
+        o["events_per_cpu_s"] / u["events_per_cpu_s"]
+        for u, o in zip(runs["wa-unordered-20"], runs["wa-ordered-20"], strict=True)
+        if u["events_per_cpu_s"] and o["events_per_cpu_s"]
+    ]
+    out["rounds"] = {
+        "unordered_per_cpu_s": [r["events_per_cpu_s"] for r in runs["wa-unordered-20"]],
+        "ordered_per_cpu_s": [r["events_per_cpu_s"] for r in runs["wa-ordered-20"]],
+        "ratios": [round(r, 3) for r in ratios],
+        "median_ratio": round(statistics.median(ratios), 3) if ratios else None,
+    }
     return out
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median events per CPU-second (the lower middle one of an even count)."""
+    ranked = sorted(runs, key=lambda r: r["events_per_cpu_s"] or 0)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def run_crash(plan: Plan, env: _Env) -> dict[str, Any]:

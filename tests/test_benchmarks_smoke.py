@@ -53,6 +53,8 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
         search_warmup=0.1,
         search_only=("wa-starlette", "floor-wsgi-gthread", "wa-flask-gthread"),
         worker_messages=40,
+        ordering_rounds=2,
+        ordering_events=40,
         lag_rate=40.0,
         lag_duration=0.5,
         crash_deliveries=10,
@@ -110,8 +112,11 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert worker["wa_middleware"]["messages"] > 0
 
     ordering = results["ordering"]
+    rounds = ordering.pop("rounds")
     assert set(ordering) == {"wa-unordered-20", "wa-ordered-20", "wa-ordered-1"}
     assert all(o["events"] == 40 and o["events_per_s"] > 0 for o in ordering.values())
+    assert len(rounds["ratios"]) == len(rounds["unordered_per_cpu_s"]) == len(rounds["ordered_per_cpu_s"]) == 2
+    assert min(rounds["ratios"]) <= rounds["median_ratio"] <= max(rounds["ratios"])
     crash = results["crash"]["wa-starlette"]
     assert crash["posted"] == 10
     assert crash["acknowledged"] <= crash["posted"]
@@ -126,6 +131,7 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert "PASS" in report or "FAIL" in report
     assert "ASGI request path in process, one at a time: CPU <= the floor app's" in report
     assert "wa-flask-gthread capacity >= 1.50x its floor's" in report
+    assert "ordered (20 conversations) >= 0.80x unordered per CPU-second" in report
     for plot in ("latency_percentiles.png", "throughput.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
