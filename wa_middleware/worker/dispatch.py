@@ -393,20 +393,21 @@ class Dispatcher:
         _chain.budget = CHAIN_BUDGET
         with self._follow:
             holder = self._holders.pop(rid_of(message), None)
-        done = False
-        try:
-            if not self._may_run(message):
-                return
-            plan, units = self._take_plan(message)
-            if units is None:
-                # Planning failed when the message was taken (it then claimed nothing): never run it
-                # against that empty plan. Failing sends it to the dead letters (a replay plans it afresh).
-                raise RuntimeError(f"delivery {message.message_id} could not be planned")
-            blocked = holder.blocked if holder is not None else None
-            done = self.finish_all([(message, self._run_planned(plan, units, blocked))]) is not None
-        finally:
-            if holder is not None:
+        if holder is not None:  # it runs ordered units: what follows it by its end finishes with it
+            done = False
+            try:
+                done = self._run_messages([message], holder.blocked, holder, item=rid_of(message))
+            finally:
                 self._follow_up(holder, done)
+            return
+        if not self._may_run(message):
+            return
+        plan, units = self._take_plan(message)
+        if units is None:
+            # Planning failed when the message was taken (it then claimed nothing): never run it
+            # against that empty plan. Failing sends it to the dead letters (a replay plans it afresh).
+            raise RuntimeError(f"delivery {message.message_id} could not be planned")
+        self.finish(message, self._run_planned(plan, units))
 
     def run_batch(self, batch: dramatiq.Message[Any]) -> None:
         """Run the deliveries the consumer grouped into ``batch`` (under load), one after the other in
@@ -487,7 +488,7 @@ class Dispatcher:
         return out
 
     def _run_messages(
-        self, messages: list[dramatiq.Message[Any]], blocked: set[str], holder: _Holder | None = None
+        self, messages: list[dramatiq.Message[Any]], blocked: set[str], holder: _Holder | None = None, item: str = ""
     ) -> bool:
         """Run deliveries one after the other in this thread and finish them all in one FINISH call;
         whether every one ran and its outcome was recorded (what follows them may run then).
@@ -496,6 +497,8 @@ class Dispatcher:
         :param holder: the work item's holder: the deliveries following it that are there by the end
             run too, before the FINISH call (behind the others in their lanes, they run after them in
             this thread, and the call moves the lanes past both in order), up to `FOLLOW_CHUNK` in all.
+        :param item: the redis id of the work item when it is one of ``messages`` (a delivery run on its
+            own): it stays in `acked`, so that the consumer does not ack it again.
         """
         messages = list(messages)
         finished: list[tuple[dramatiq.Message[Any], Ops]] = []
@@ -537,7 +540,7 @@ class Dispatcher:
             recorded = self.finish_all(finished) is not None
             # The consumer acks the batch message, never its members: nothing else would take their
             # ids out of `acked` (they piled up there, about 100 bytes a delivery, before).
-            self.acked.difference_update([rid_of(m) for m in messages])
+            self.acked.difference_update([rid for rid in map(rid_of, messages) if rid != item])
         return every and recorded
 
     def _run_planned(self, plan: str, units: list[Unit], blocked: set[str] | None = None) -> Ops:
