@@ -445,8 +445,8 @@ class Dispatcher:
                             if self._tails.get(lane, (None, None))[1] is holder:
                                 del self._tails[lane]
                         break
-                    messages = holder.pending[:FOLLOW_CHUNK]
-                    del holder.pending[:FOLLOW_CHUNK]
+                    messages = holder.pending[:BATCH]
+                    del holder.pending[:BATCH]
                     self.attached -= len(messages)
                 done = False
                 done = self._run_messages(messages, holder.blocked, holder)
@@ -490,23 +490,24 @@ class Dispatcher:
     def _run_messages(
         self, messages: list[dramatiq.Message[Any]], blocked: set[str], holder: _Holder | None = None, item: str = ""
     ) -> bool:
-        """Run deliveries one after the other in this thread and finish them all in one FINISH call;
-        whether every one ran and its outcome was recorded (what follows them may run then).
+        """Run deliveries one after the other in this thread, finishing them `BATCH` at a time (one
+        FINISH call each: what a killed worker runs again is at most that many per thread); whether
+        every one ran and its outcome was recorded (what follows them may run then).
 
         :param blocked: lanes held by a failed unit of an earlier delivery (of this work item).
         :param holder: the work item's holder: the deliveries following it that are there by the end
-            run too, before the FINISH call (behind the others in their lanes, they run after them in
-            this thread, and the call moves the lanes past both in order), up to `FOLLOW_CHUNK` in all.
+            run too, before the last FINISH call (behind the others in their lanes, they run after them
+            in this thread, and the call moves the lanes past both in order).
         :param item: the redis id of the work item when it is one of ``messages`` (a delivery run on its
             own): it stays in `acked`, so that the consumer does not ack it again.
         """
         messages = list(messages)
         finished: list[tuple[dramatiq.Message[Any], Ops]] = []
-        every = True
+        every = recorded = True
         index = 0
         try:
-            while True:
-                while index < len(messages):
+            while recorded:
+                while index < len(messages) and recorded:
                     message = messages[index]
                     index += 1
                     if not self._may_run(message):
@@ -518,30 +519,36 @@ class Dispatcher:
                             "wa-middleware: delivery %s could not be planned: dead-lettered", message.message_id
                         )
                         finished.append((message, self._bury_ops(message)))
-                        continue
-                    try:
-                        finished.append((message, self._run_planned(plan, units, blocked)))
-                    except BaseException:
-                        # Past the callbacks' error handling (a BaseException): this delivery to the dead
-                        # letters, the ones not started back to the queue, what ran recorded below.
-                        finished.append((message, self._bury_ops(message)))
-                        self.lease.requeue([rid_of(m) for m in messages[index:]])
-                        raise
-                if holder is None or not every or len(messages) >= FOLLOW_CHUNK:
+                    else:
+                        try:
+                            finished.append((message, self._run_planned(plan, units, blocked)))
+                        except BaseException:
+                            # Past the callbacks' error handling (a BaseException): this delivery to the
+                            # dead letters, the ones not started back to the queue, what ran recorded below.
+                            finished.append((message, self._bury_ops(message)))
+                            self.lease.requeue([rid_of(m) for m in messages[index:]])
+                            raise
+                    if len(finished) >= BATCH:
+                        recorded = self.finish_all(finished) is not None
+                        finished = []
+                if holder is None or not every or not recorded:
                     break
                 with self._follow:
-                    more = holder.pending[: FOLLOW_CHUNK - len(messages)]
+                    more = holder.pending[: BATCH - len(finished)]
                     del holder.pending[: len(more)]
                     self.attached -= len(more)
                 if not more:
                     break
                 messages += more
         finally:
-            recorded = self.finish_all(finished) is not None
+            if finished:
+                recorded = self.finish_all(finished) is not None and recorded
             # The consumer acks the batch message, never its members: nothing else would take their
             # ids out of `acked` (they piled up there, about 100 bytes a delivery, before).
             self.acked.difference_update([rid for rid in map(rid_of, messages) if rid != item])
-        return every and recorded
+        # Not run after a FINISH that was not applied (Redis out of reach while stopping): they stay
+        # taken, and run again elsewhere once this worker's heartbeat lapses, in their lanes' order.
+        return every and recorded and index == len(messages)
 
     def _run_planned(self, plan: str, units: list[Unit], blocked: set[str] | None = None) -> Ops:
         """Run the units a delivery's plan gave this message; the FINISH operations of their outcomes.
@@ -889,8 +896,6 @@ AHEAD = 16
 #: Deliveries that may follow one work item over its life (then the next ones wait in their lanes),
 #: so that one busy conversation does not keep a thread for ever.
 FOLLOW_LIMIT = 256
-#: Deliveries one FINISH call of a work item and its followers records at most.
-FOLLOW_CHUNK = 64
 #: Deliveries attached to work items of this process at most, not run yet.
 ATTACHED_LIMIT = 256
 
