@@ -402,3 +402,41 @@ def test_a_deep_queue_of_conversations_follows_the_work_items_running_them(
     else:
         assert waits  # what followed the failure waited behind it in its lane, stored
     assert dispatcher.attached == 0 and not dispatcher._holders and not dispatcher._tails
+
+
+def test_an_ordered_callback_refused_by_a_fenced_lease_is_no_failure(
+    redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`Lease.ordered` refuses to start an ordered callback once this process was presumed dead (its
+    unit runs elsewhere): the log says so, and nothing is scheduled for it here: no retry, no dead
+    letter, no "callback failed" line."""
+    from collections.abc import Iterator
+    from contextlib import contextmanager
+
+    from wa_middleware.worker.lease import Fenced
+
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, ordered=True)
+    ran: list[str] = []
+
+    @wa.on_message()
+    def on_text(message: Message) -> None:
+        ran.append(str(message.id))
+
+    @contextmanager
+    def fenced(unit: Any) -> Iterator[None]:
+        raise Fenced("presumed dead before an ordered callback started: it runs elsewhere, not here")
+        yield
+
+    wa.runtime.dispatcher.around = fenced
+    job = wa.core.finish({}, testing.text("hi", id="wamid.F1", sender="4915100000009").to_bytes())
+    wa.sync_enqueuer().enqueue(job.message_id, job.data)
+    with caplog.at_level("INFO", logger="wa_middleware"):
+        drain(wa)
+    client = wa.broker.client
+    retries, dead = client.zcard(wa.keys.retries), client.zcard(wa.keys.dead_letters)
+    wa.close()
+    assert ran == []
+    assert (retries, dead) == (0, 0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("on_text not run on message wamid.F1: presumed dead" in line for line in lines), lines
+    assert not any("failed" in line for line in lines), lines

@@ -593,6 +593,11 @@ class Dispatcher:
                 continue
             if outcome.state == "failed":
                 assert outcome.error is not None
+                if isinstance(outcome.error, Fenced):  # it did not run, and runs elsewhere
+                    self._not_run(unit, outcome.error)
+                    if unit.lane:
+                        blocked.add(unit.lane)
+                    continue
                 metrics.callback_run(unit.callback.name, ok=False)
                 if self._failed(unit, 0, outcome.error, ops) and unit.lane:
                     blocked.add(unit.lane)
@@ -649,6 +654,10 @@ class Dispatcher:
         for outcome in run_callbacks([unit], failures=self._failures, around=self._around()):
             if outcome.state == "failed":
                 assert outcome.error is not None
+                if isinstance(outcome.error, Fenced):  # it did not run, and runs elsewhere
+                    self._not_run(unit, outcome.error)
+                    moved = False
+                    continue
                 metrics.callback_run(name, ok=False)
                 moved = not self._failed(unit, attempt, outcome.error, ops)
             else:
@@ -823,6 +832,12 @@ class Dispatcher:
                 _chain.pending.extend(self.finish_all(run, chained=True, run=True) or [])
         finally:
             _chain.active = False
+
+    def _not_run(self, unit: Unit, exc: Fenced) -> None:
+        """An ordered callback refused to start (`Lease.ordered`): this process was presumed dead, so
+        the unit's message runs elsewhere. Nothing is recorded for it here (this process's FINISH no
+        longer applies), and it is no failure: no retry, no dead letter."""
+        logger.warning("callback %s not run on %s %s: %s", unit.callback.name, unit.event.kind, _event_id(unit), exc)
 
     def _failed(self, unit: Unit, attempt: int, exc: BaseException, ops: Ops) -> bool:
         """Hand a failed unit over to its next try, or to the dead letters; True if it will be retried."""
