@@ -385,7 +385,7 @@ class SyncEnqueuer:
         try:
             conn = idle.pop()
         except IndexError:
-            conn = self._client.connection_pool.make_connection()
+            conn = self._connection()
         try:
             self._write(conn, ((message_id, data),))
         except (QueueUnavailable, ResponseError):
@@ -395,6 +395,15 @@ class SyncEnqueuer:
             conn.disconnect()
             raise
         idle.append(conn)
+
+    def _connection(self) -> Any:
+        """A new connection of the client's kind (TCP, TLS, Unix socket, Sentinel), made outside its
+        pool: the pool counts what it makes against its ``max_connections`` (100 by default since
+        redis-py 8) and never hears of a connection dropped after a failed write, so 100 failures
+        (a Redis outage under load) would leave it refusing to make any: every write would fail,
+        for ever, once Redis was back."""
+        pool = self._client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
 
     def _write(self, conn: Any, items: Sequence[tuple[str, bytes]]) -> None:
         guard = self._guard
