@@ -433,39 +433,21 @@ class Dispatcher:
             If not (a crash of the thread, a fenced lease, Redis out of reach while stopping), what
             follows it is not run here but goes back to the queue, to wait in its lanes once planned again.
         """
-        left: list[dramatiq.Message[Any]] = []
+        left: list[str] = []
         try:
             while True:
                 with self._follow:
                     if not (done and holder.pending and not self.lease.halted):
-                        left, holder.pending = holder.pending, []
-                        self.attached -= len(left)
-                        holder.state = _DONE if done else _STOPPED
-                        for lane in holder.lanes:
-                            if self._tails.get(lane, (None, None))[1] is holder:
-                                del self._tails[lane]
+                        left = self._close(holder, _DONE if done else _STOPPED)
                         break
-                    messages = holder.pending[:BATCH]
-                    del holder.pending[:BATCH]
-                    self.attached -= len(messages)
-                done = False
-                done = self._run_messages(messages, holder.blocked, holder)
+                done = self._run_messages([], holder.blocked, holder)  # takes what follows it
         except BaseException:
             with self._follow:
-                left, holder.pending = holder.pending, []
-                self.attached -= len(left)
-                holder.state = _STOPPED
-                for lane in holder.lanes:
-                    if self._tails.get(lane, (None, None))[1] is holder:
-                        del self._tails[lane]
+                left = self._close(holder, _STOPPED)
             raise
         finally:
-            if left:
-                rids = [rid_of(m) for m in left]
-                for rid in rids:
-                    self.plans.pop(rid, None)
-                if not self.lease.halted:  # halted: they stay taken, for the next workers' recovery
-                    self.lease.requeue(rids)
+            if left and not self.lease.halted:  # halted: they stay taken, for the next workers' recovery
+                self.lease.requeue(left)
 
     def abandon(self, rids: list[str]) -> list[str]:
         """Work items that will not run here (requeued, rejected, skipped): the redis ids of the
@@ -474,18 +456,22 @@ class Dispatcher:
         with self._follow:
             for rid in rids:
                 holder = self._holders.pop(rid, None)
-                if holder is None or holder.state != _OPEN:
-                    continue
-                holder.state = _STOPPED
-                out += [rid_of(m) for m in holder.pending]
-                self.attached -= len(holder.pending)
-                holder.pending = []
-                for lane in holder.lanes:
-                    if self._tails.get(lane, (None, None))[1] is holder:
-                        del self._tails[lane]
-        for rid in out:
-            self.plans.pop(rid, None)
+                if holder is not None and holder.state == _OPEN:
+                    out += self._close(holder, _STOPPED)
         return out
+
+    def _close(self, holder: _Holder, state: str) -> list[str]:
+        """Close ``holder`` (under `_follow`): later deliveries of its lanes no longer follow it. The
+        redis ids of those that followed it and did not run, forgotten here."""
+        left, holder.pending = [rid_of(m) for m in holder.pending], []
+        self.attached -= len(left)
+        holder.state = state
+        for lane in holder.lanes:
+            if self._tails.get(lane, (None, None))[1] is holder:
+                del self._tails[lane]
+        for rid in left:
+            self.plans.pop(rid, None)
+        return left
 
     def _run_messages(
         self, messages: list[dramatiq.Message[Any]], blocked: set[str], holder: _Holder | None = None, item: str = ""
@@ -571,25 +557,14 @@ class Dispatcher:
             blocked = set()
         planned = [unit for unit, step in zip(units, plan, strict=True) if step == "r"]
         held = (lambda unit: unit.lane in blocked) if any(unit.lane for unit in planned) else None
-        for unit, step in zip(units, plan, strict=True) if "q" in plan else ():
-            if step == "q":  # waits in its lane behind a unit that runs elsewhere: store its message
-                ops.wait(
-                    unit.key,
-                    unit.callback.name,
-                    unit.uid,
-                    unit.lane,
-                    self._unit_message(unit, 0, rid=unit.uid).encode(),
-                )
+        if "q" in plan:  # units waiting in their lanes behind units that run elsewhere
+            for unit, step in zip(units, plan, strict=True):
+                if step == "q":
+                    self._wait(unit, ops)
         for outcome in run_callbacks(planned, failures=self._failures, hold=held, around=self._around()):
             unit = outcome.item
             if outcome.state == "held":
-                ops.wait(
-                    unit.key,
-                    unit.callback.name,
-                    unit.uid,
-                    unit.lane,
-                    self._unit_message(unit, 0, rid=unit.uid).encode(),
-                )
+                self._wait(unit, ops)
                 continue
             if outcome.state == "failed":
                 assert outcome.error is not None
@@ -608,6 +583,10 @@ class Dispatcher:
             if unit.lane:
                 ops.pop_lane(unit.lane, unit.uid)
         return ops
+
+    def _wait(self, unit: Unit, ops: Ops) -> None:
+        """The FINISH operation that stores ``unit``'s own message to wait in its lane for its turn."""
+        ops.wait(unit.key, unit.callback.name, unit.uid, unit.lane, self._unit_message(unit, 0, rid=unit.uid).encode())
 
     def run_unit(self, message: dramatiq.Message[Any]) -> None:
         _chain.budget = CHAIN_BUDGET
