@@ -12,9 +12,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from redis.commands.core import Script
+
 from ..keys import KeyLayout
 from . import marks
-from .finish import OPS, RECORDS
+from .finish import OPS, RECORDS, pack
 
 __all__ = ["FINISH", "NAMES", "PEEK", "PLAN", "RECOVER", "REQUEUE", "Scripts", "finish_keys", "load", "plan_keys"]
 
@@ -26,7 +28,18 @@ def _binding(match: re.Match[str]) -> str:
     fields, after_code = RECORDS[name]
     first = 1 if after_code else 0  # an op's fields follow its code at ARGV[i]
     last = first + len(fields) - 1
-    return f"{indent}local {', '.join(fields)} = unpack(ARGV, i + {first}, i + {last})\n{indent}i = i + {last + 1}"
+    lines = [f"local {', '.join(fields)} = unpack(ARGV, i + {first}, i + {last})", f"i = i + {last + 1}"]
+    if "data" in fields:  # binary: in a slot of its own (finish.pack)
+        lines.append("data = SLOTS[tonumber(data)]")
+    return "\n".join(indent + line for line in lines)
+
+
+_PACKED = re.compile(r"^--@packed\s*$", re.MULTILINE)
+
+
+def _packed(match: re.Match[str]) -> str:
+    # The arguments as finish.pack sent them: ARGV is the unpacked array from here on.
+    return "local SLOTS = ARGV\nlocal ARGV = cmsgpack.unpack(SLOTS[1])"
 
 
 _NOW = re.compile(r"^(\s*)--@now\s*$", re.MULTILINE)
@@ -68,10 +81,13 @@ def load(name: str, *, flags: bool = True) -> str:
     if not flags and source.startswith("#!"):
         source = source.split("\n", 1)[1]
     source = _INCLUDE.sub(_include, source)
-    return _ARITY.sub(_arity, _NOW.sub(_now, _BIND.sub(_binding, source)))
+    return _PACKED.sub(_packed, _ARITY.sub(_arity, _NOW.sub(_now, _BIND.sub(_binding, source))))
 
 
 NAMES = ("peek", "plan", "finish", "recover", "requeue")
+#: The scripts whose arguments travel packed (`finish.pack`): those with records, called per fetch and
+#: per finished work item.
+PACKED = frozenset({"plan", "finish"})
 PEEK = load("peek")
 PLAN = load("plan")
 FINISH = load("finish")
@@ -105,10 +121,23 @@ class Scripts:
             if self._scripts is None:
                 version = str(self.client.info("server").get("redis_version", "0"))
                 flags = int(version.split(".", 1)[0] or 0) >= 7
-                self._scripts = {name: self.client.register_script(load(name, flags=flags)) for name in NAMES}
+                self._scripts = {}
+                for name in NAMES:
+                    source = load(name, flags=flags)
+                    packed = name in PACKED
+                    self._scripts[name] = (
+                        _Packed(self.client, source) if packed else self.client.register_script(source)
+                    )
             return self._scripts
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
         return self._load()[name]
+
+
+class _Packed(Script):
+    """A script called with its arguments packed (`finish.pack`)."""
+
+    def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        return super().__call__(keys, pack(list(args or ())), client)

@@ -5,7 +5,8 @@
 --
 -- KEYS: queue, messages hash, stats, units, dead letters, dead messages hash, heartbeats, retries,
 -- the done-marks' prefix.
--- ARGV: now ms (the dead letters' time), ttl ms, then per message its FINISH_MESSAGE record (as
+-- ARGV (packed: finish.pack's msgpack array in ARGV[1], unpacked below; each ``data`` field in a
+-- slot of its own after it): now ms (the dead letters' time), ttl ms, then per message its FINISH_MESSAGE record (as
 -- wa_middleware/worker/finish.py names its fields: the redis id to ack, "" for none; the acks of
 -- the process that took it; that process's broker id; take, "1" or "0"; the number of operations)
 -- followed by its operations, each an op code and its fields as finish.py's OPS names them (the
@@ -33,6 +34,7 @@
 -- Allowed when Redis is out of memory (noeviction): finishing frees the message bodies.
 local queue, msgs, stats, units = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local xq, xmsgs, hb, retries, DN = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+--@packed
 --@include marks
 local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 --@arity

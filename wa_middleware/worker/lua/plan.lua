@@ -4,8 +4,8 @@
 --
 -- KEYS: queue, acks (of this worker process), heartbeats, stats, units, epoch marker, the
 -- done-marks' prefix (marks.py: a unit done has no claim left in its hash, but a done-mark).
--- ARGV: broker id, ttl ms, pop ("1": take from the queue head, "0": plan only), fresh ("1": the
--- broker id is new, register it), the epoch marker's value as this process first saw it ("" if
+-- ARGV (packed: finish.pack's msgpack array in ARGV[1], unpacked below): broker id, ttl ms, pop
+-- ("1": take from the queue head, "0": plan only), fresh ("1": the broker id is new, register it), the epoch marker's value as this process first saw it ("" if
 -- not seen yet), then per message its fields as wa_middleware/worker/finish.py's PLAN_MESSAGE
 -- names them (``stale``: "" or marks.progress_arg's), and:
 --   n >= 0 (a delivery): n units, each as PLAN_UNIT names them
@@ -22,6 +22,7 @@
 -- Nothing is taken either from a Redis whose epoch marker is not the one seen (it lost its data,
 -- once-per-event records included): the error WALOST.
 local queue, acks, hb, stats, units, DN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7]
+--@packed
 --@include marks
 local bid, ttl, pop, fresh, epoch = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 if epoch ~= "" and redis.call("get", KEYS[6]) ~= epoch then return redis.error_reply("WALOST") end
