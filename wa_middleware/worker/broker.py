@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, overload
 
 import dramatiq
 import redis
@@ -174,28 +175,15 @@ class _PlanningConsumer(RedisConsumer):
         if dispatcher.lease.halted:
             return []
         keys = dispatcher.keys
-        decode = dramatiq.get_encoder().decode
         for _ in range(20):  # lost races against other workers taking the same head: try again at once
             peeked = dispatcher.lease.scripts.peek(keys=[keys.queue, keys.messages, keys.retries], args=[count])
             if not peeked:
                 return []
-            ids, datas = peeked
-            messages: list[dramatiq.Message[Any]] = []
-            for rid, data in zip(ids, datas, strict=True):
-                try:
-                    fields = decode(data)
-                    fields["args"] = tuple(fields["args"])
-                    message: dramatiq.Message[Any] = dramatiq.Message(**fields)
-                except Exception:
-                    # No body (dramatiq#266) or not a message: taken off the queue like any other; the
-                    # worker finds no actor for it and moves it to the dead letters.
-                    message = dramatiq.Message(queue_name=self.queue_name, actor_name="wa.undecodable", args=(),
-                                               kwargs={}, options={"redis_message_id": rid.decode()})  # fmt: skip
-                messages.append(message)
+            messages = _Peeked(self.queue_name, *peeked)
             taken = broker.dispatcher.plan(messages, pop=True, slots=slots, others=others)
             if taken:
                 return messages[: len(taken)]
-            if not others:  # only followers wanted, and the head is none (or another worker took it)
+            if not others or dispatcher.cut:  # only followers wanted and the head is none, or no room
                 return []
         return []
 
@@ -229,6 +217,47 @@ class _PlanningConsumer(RedisConsumer):
                         return None
         except redis.ConnectionError as e:
             raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+
+class _Peeked(Sequence[dramatiq.Message[Any]]):
+    """The messages a fetch peeked at, decoded as planning reaches them: a fetch that ends early (only
+    followers wanted, and the head is none) decodes one, not the hundreds it peeked at."""
+
+    __slots__ = ("datas", "decoded", "ids", "queue_name")
+
+    def __init__(self, queue_name: str, ids: list[bytes], datas: list[bytes]) -> None:
+        self.queue_name = queue_name
+        self.ids = ids
+        self.datas = datas
+        self.decoded: dict[int, dramatiq.Message[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> dramatiq.Message[Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dramatiq.Message[Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dramatiq.Message[Any] | list[dramatiq.Message[Any]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self.ids)))]
+        message = self.decoded.get(index)
+        if message is None:
+            message = self.decoded[index] = self._decode(self.ids[index], self.datas[index])
+        return message
+
+    def _decode(self, rid: bytes, data: bytes) -> dramatiq.Message[Any]:
+        try:
+            fields = dramatiq.get_encoder().decode(data)
+            fields["args"] = tuple(fields["args"])
+            return dramatiq.Message(**fields)
+        except Exception:
+            # No body (dramatiq#266) or not a message: taken off the queue like any other; the worker
+            # finds no actor for it and moves it to the dead letters.
+            return dramatiq.Message(queue_name=self.queue_name, actor_name="wa.undecodable", args=(), kwargs={},
+                                    options={"redis_message_id": rid.decode()})  # fmt: skip
 
 
 class Runtime:

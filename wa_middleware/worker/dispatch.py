@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -111,6 +111,10 @@ class Dispatcher:
         self._holders: dict[str, _Holder] = {}
         #: Deliveries attached to holders, not run yet (the consumer fetches less while there are many).
         self.attached = 0
+        #: Whether the last fetch (``plan`` with ``pop``, the consumer's thread alone) ended before its
+        #: first delivery, on its own limits: no other worker took the head, so looking again at once
+        #: would only end there again.
+        self.cut = False
         self._broker: RedisBroker | None = None
         self._lease: Lease | None = None
         #: What counts as a callback failing: also dramatiq's time limit, so a callback that runs
@@ -218,7 +222,7 @@ class Dispatcher:
         return bool(self._tails) and self.attached < ATTACHED_LIMIT
 
     def plan(
-        self, messages: list[dramatiq.Message[Any]], *, pop: bool, slots: int = 0, others: int | None = None
+        self, messages: Sequence[dramatiq.Message[Any]], *, pop: bool, slots: int = 0, others: int | None = None
     ) -> list[str]:
         """Claim the units of ``messages``; with ``pop``, also take them off the queue head.
 
@@ -255,6 +259,8 @@ class Dispatcher:
                 break
             marks.append(mark)
             units.append(planned)
+        if pop:
+            self.cut = not messages
         if not messages:
             return []
         attach = follow.attach if follow is not None else {}
@@ -298,7 +304,7 @@ class Dispatcher:
 
     def _hold_lanes(
         self,
-        messages: list[dramatiq.Message[Any]],
+        messages: Sequence[dramatiq.Message[Any]],
         plans: list[str],
         units: list[list[Unit] | None],
         groups: list[str],
@@ -977,7 +983,7 @@ BATCH = 16
 
 
 def _groups(
-    messages: list[dramatiq.Message[Any]], units: list[list[Unit] | None], slots: int, dispatch_actor: str
+    messages: Sequence[dramatiq.Message[Any]], units: list[list[Unit] | None], slots: int, dispatch_actor: str
 ) -> list[str]:
     """The batch of each fetched message ("" for none): enough batches for ``slots`` work items, at most
     `BATCH` deliveries each, except that one conversation's deliveries are never split.
