@@ -4,7 +4,8 @@ One run, one machine, the same server settings for all: a private Redis is start
 ``appendfsync always`` by default), every contender is started as a real server process on
 its own port, and then, one contender at a time, the open-loop generator looks for the
 highest rate it sustains (p99 under 50 ms, no error, no non-200) and measures it at fixed
-rates. The worker-side figures and the crash comparison follow. Everything lands in
+rates. The worker-side figures, the crash comparison, the single-event drain beside stock dramatiq
+and the seed's load end to end (the soak) follow. Everything lands in
 ``benchmarks/results/<timestamp>/``.
 """
 
@@ -85,6 +86,12 @@ class Plan:
     #: What ordering costs (`run_ordering`): interleaved rounds of unordered and ordered drains.
     ordering_rounds: int = 5
     ordering_events: int = 10_000
+    #: The worker's drain of single-event deliveries beside stock dramatiq's no-op actor (`run_drain`).
+    drain_messages: int = 30_000
+    #: The seed's load end to end (`run_soak`): 3,300 deliveries/s for this many minutes (0: none).
+    soak_minutes: float = 10.0
+    soak_rate: float = 0.0
+    soak_connections: int = 128
     #: In-process CPU per request (`request_cpu`): requests per round, rounds (the best counts).
     request_cpu: bool = True
     request_cpu_requests: int = 2000
@@ -134,6 +141,10 @@ def quick_plan() -> Plan:
         capacity_warmup=0.2,
         ordering_rounds=1,
         ordering_events=1000,
+        drain_messages=2000,
+        soak_minutes=0.25,
+        soak_rate=1000.0,
+        soak_connections=32,
     )
 
 
@@ -664,6 +675,32 @@ def run_ordering(plan: Plan, redis_url: str) -> dict[str, Any]:
     return out
 
 
+def run_drain(plan: Plan, out_dir: Path) -> dict[str, Any]:
+    """One worker process draining single-event deliveries (the sender's mix, no-op callbacks) beside
+    stock dramatiq's no-op actor, each on a private redis-server with ``appendfsync always``; and
+    the Redis memory each event leaves once drained (`worker_drain`)."""
+    from . import worker_drain
+
+    _log(f"drain: {plan.drain_messages} single-event deliveries, wa-middleware then stock dramatiq")
+    return worker_drain.run(plan.drain_messages, 8, out=out_dir)
+
+
+def run_soak(plan: Plan, out_dir: Path) -> dict[str, Any]:
+    """The seed's load end to end on this machine (`soak`): web process, two worker processes and a
+    Redis with ``appendfsync always``, for ``soak_minutes``; its timeline stays in its own file."""
+    from . import soak
+
+    settings = soak.settings(minutes=plan.soak_minutes, rate=plan.soak_rate, connections=plan.soak_connections,
+                             out=str(out_dir))  # fmt: skip
+    _log(f"soak: {settings.rate or settings.statuses + settings.messages:.0f} deliveries/s for {plan.soak_minutes} min")
+    result = soak.run(settings)
+    summary = {key: result[key] for key in ("settings", "http", "callbacks", "cores", "memory")}
+    summary["verdict"] = soak.verdict(result)
+    summary["file"] = Path(result["path"]).name
+    summary["plot"] = Path(result["path"]).with_suffix(".png").name
+    return summary
+
+
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median events per CPU-second (the lower middle one of an even count)."""
     ranked = sorted(runs, key=lambda r: r["events_per_cpu_s"] or 0)
@@ -803,6 +840,10 @@ def run(plan: Plan, out_root: Path, redis_url: str | None = None, port_range: tu
             results["ordering"] = run_ordering(plan, redis_url)
         if plan.crash:
             results["crash"] = run_crash(plan, env)
+        if plan.worker and plan.drain_messages:
+            results["drain"] = run_drain(plan, out_dir)
+        if plan.worker and plan.soak_minutes:
+            results["soak"] = run_soak(plan, out_dir)
     finally:
         with contextlib.suppress(Exception):
             env.clean()
@@ -834,6 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--capacity-rounds", type=int, help="interleaved closed-loop capacity rounds (default 5; 0 skips them)"
     )
+    parser.add_argument("--drain-messages", type=int, help="single-event deliveries drained (default 30000; 0 skips)")
+    parser.add_argument("--soak-minutes", type=float, help="minutes of the end-to-end soak (default 10; 0 skips it)")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private redis-server")
     parser.add_argument(
         "--appendfsync",
@@ -874,6 +917,10 @@ def main(argv: list[str] | None = None) -> int:
         changes["cpu_rounds"] = args.cpu_rounds
     if args.capacity_rounds is not None:
         changes["capacity_rounds"] = args.capacity_rounds
+    if args.drain_messages is not None:
+        changes["drain_messages"] = args.drain_messages
+    if args.soak_minutes is not None:
+        changes["soak_minutes"] = args.soak_minutes
     plan = replace(plan, **changes)
     lo, _, hi = args.ports.partition("-")
     run(plan, Path(args.out), redis_url=args.redis_url, port_range=(int(lo), int(hi or lo)))

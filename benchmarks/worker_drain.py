@@ -146,26 +146,23 @@ def drain(url: str, hash_key: str, args: list[str], env: dict[str, str], log: Pa
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.worker_drain", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=30_000)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--skip-stock", action="store_true")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args(argv)
+def run(messages: int, threads: int = 8, *, stock: bool = True, out: Path | None = None) -> dict[str, Any]:
+    """Drain ``messages`` single-event deliveries with wa-middleware's worker, then as many no-op
+    messages with stock dramatiq's, on a private redis-server (AOF, ``appendfsync always``); the
+    results, also written to ``out/worker-drain-<time>.json`` when ``out`` is given."""
     work = Path(tempfile.mkdtemp(prefix="wa-drain-"))
     proc, url = start_redis(work)
-    results: dict[str, Any] = {"messages": args.messages, "threads": args.threads}
+    results: dict[str, Any] = {"messages": messages, "threads": threads}
     try:
         env = dict(os.environ, BENCH_REDIS_URL=url, BENCH_NAMESPACE=NAMESPACE, BENCH_QUEUE=QUEUE,
                    PYTHONPATH=str(ROOT))  # fmt: skip
         client = redis.Redis.from_url(url)
-        preload(url, args.messages)
+        preload(url, messages)
         base = int(client.info("memory")["used_memory"])
         worker = ["-m", "wa_middleware.cli", "worker", "benchmarks.contenders.wa_starlette:wa", "-p", "1",
-                  "-t", str(args.threads)]  # fmt: skip
+                  "-t", str(threads)]  # fmt: skip
         results["wa_middleware"] = drain(url, f"{NAMESPACE}:{QUEUE}.msgs", worker, env, work / "wa.log",
-                                         timeout=max(60.0, args.messages / 200))  # fmt: skip
+                                         timeout=max(60.0, messages / 200))  # fmt: skip
         client.delete(f"{NAMESPACE}:{QUEUE}", f"{NAMESPACE}:{QUEUE}.msgs")
         client.execute_command("MEMORY", "PURGE")
         left = int(client.info("memory")["used_memory"])
@@ -175,12 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         results["state"] = {"keys": state, "bytes_per_event": per_event, "used_before_drain": base, "used_after": left}
         print(f"wa-middleware: {results['wa_middleware']}", flush=True)
         print(f"state after the drain: {results['state']}", flush=True)
-        if not args.skip_stock:
-            preload_stock(url, args.messages)
-            stock = ["-m", "dramatiq", "benchmarks.contenders.dramatiq_stock", "-p", "1", "-t", str(args.threads),
-                     "--queues", "stock"]  # fmt: skip
-            results["dramatiq_stock"] = drain(url, f"{NAMESPACE}:stock.msgs", stock, env, work / "stock.log",
-                                              timeout=max(60.0, args.messages / 200))  # fmt: skip
+        if stock:
+            preload_stock(url, messages)
+            stock_args = ["-m", "dramatiq", "benchmarks.contenders.dramatiq_stock", "-p", "1", "-t", str(threads),
+                          "--queues", "stock"]  # fmt: skip
+            results["dramatiq_stock"] = drain(url, f"{NAMESPACE}:stock.msgs", stock_args, env, work / "stock.log",
+                                              timeout=max(60.0, messages / 200))  # fmt: skip
             print(f"stock dramatiq: {results['dramatiq_stock']}", flush=True)
             ratio = results["wa_middleware"]["per_second"] / max(results["dramatiq_stock"]["per_second"], 1e-9)
             results["ratio"] = round(ratio, 2)
@@ -190,11 +187,23 @@ def main(argv: list[str] | None = None) -> int:
         proc.kill()
         proc.wait()
         shutil.rmtree(work, ignore_errors=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"worker-drain-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    path.write_text(json.dumps(results, indent=1))
-    print(f"results: {path}")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"worker-drain-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+        path.write_text(json.dumps(results, indent=1))
+        results["path"] = str(path)
+        print(f"results: {path}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.worker_drain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=30_000)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--skip-stock", action="store_true")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    run(args.messages, args.threads, stock=not args.skip_stock, out=Path(args.out))
     return 0
 
 

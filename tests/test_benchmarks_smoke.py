@@ -70,6 +70,10 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
         capacity_burst=0.3,
         capacity_warmup=0.1,
         connections=4,
+        drain_messages=40,
+        soak_minutes=0.05,
+        soak_rate=40.0,
+        soak_connections=4,
     )
     out = runner.run(plan, tmp_path, port_range=(7180, 7199))
 
@@ -122,8 +126,21 @@ def test_tiny_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert crash["acknowledged"] <= crash["posted"]
     assert crash["lost"] == crash["acknowledged"] - crash["handled"]
 
+    drain = results["drain"]
+    assert drain["wa_middleware"]["completed"] == drain["dramatiq_stock"]["completed"] == 40
+    assert drain["ratio"] > 0 and drain["state"]["bytes_per_event"] >= 0
+    soak = results["soak"]
+    assert set(soak["verdict"]) == {"standard", "once", "lag", "backlog", "memory"}
+    assert soak["http"]["sent"] > 0 and soak["http"]["ok"] == soak["http"]["sent"]
+    assert soak["callbacks"]["events_ran"] == soak["callbacks"]["events_expected"]
+    assert (out / soak["file"]).exists() and (out / soak["plot"]).read_bytes()[:4] == b"\x89PNG"
+
     report = (out / "report.md").read_text()
     assert "## Latency at fixed rates" in report
+    for line in ("worker >= 6,000 no-op single-event deliveries/s per process", "worker >= 3x stock dramatiq's",
+                 "once-per-event state <= 24 bytes an event", "soak, 40 deliveries/s for 0.05 min: every event once",
+                 "## Worker drain, single-event deliveries", "## Soak: the seed's load end to end"):  # fmt: skip
+        assert line in report
     assert "| wa-flask-gthread | gunicorn-gthread |" in report  # its ratio to the floor, side by side
     for section in ("## Server CPU per request, interleaved", "## Capacity, interleaved (closed loop)",
                     "## Request path CPU, in process", "## Targets"):  # fmt: skip

@@ -440,3 +440,40 @@ def test_an_ordered_callback_refused_by_a_fenced_lease_is_no_failure(
     lines = [r.getMessage() for r in caplog.records]
     assert any("on_text not run on message wamid.F1: presumed dead" in line for line in lines), lines
     assert not any("failed" in line for line in lines), lines
+
+
+def test_deliveries_a_middleware_skips_are_acked_unrun_batches_too(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dramatiq middleware that skips messages (``SkipMessage``): each delivery is acked without
+    running, as dramatiq does, those run in batches under load as well (a skipped batch left its
+    deliveries taken by the process, for ever), and the process keeps nothing of them."""
+    from dramatiq.middleware import Middleware, SkipMessage
+
+    class SkipAll(Middleware):  # type: ignore[misc]
+        def before_process_message(self, broker: Any, message: Any) -> None:
+            raise SkipMessage()
+
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace)
+    ran: list[str] = []
+
+    @wa.on_message()
+    def on_text(message: Message) -> None:
+        ran.append(str(message.id))
+
+    wa.broker.add_middleware(SkipAll())
+    calls = _finish_calls(monkeypatch)
+    enqueuer = wa.sync_enqueuer()
+    for i in range(120):
+        job = wa.core.finish({}, testing.text("hi", id=f"wamid.K{i:04d}").to_bytes())
+        enqueuer.enqueue(job.message_id, job.data)
+    _drain_threads(wa, 4, timeout=20.0)
+    client = wa.broker.client
+    acks = [key for key in client.scan_iter(f"{wa.keys.acks_prefix}*") if client.scard(key)]
+    dispatcher = wa.dispatcher
+    left = (dict(dispatcher.batches), dict(dispatcher.plans), set(dispatcher.acked))
+    wa.close()
+    assert ran == []
+    assert max(calls) > 1  # batches were skipped, their deliveries acked together
+    assert acks == []
+    assert left == ({}, {}, set())

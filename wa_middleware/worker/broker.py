@@ -70,9 +70,17 @@ class _PlanningConsumer(RedisConsumer):
         if rid in dispatcher.acked:  # already acked by the finish script of this delivery
             dispatcher.acked.discard(rid)
             return
-        # Not run (a middleware skipped it): what followed it goes back to the queue.
-        dispatcher.lease.requeue(dispatcher.abandon(self._rids([message], keep=True)))
-        dispatcher.finish(message, Ops())
+        # Not run (a middleware skipped it): acked unrun, as dramatiq does with a skipped message; what
+        # followed it goes back to the queue. A batch skipped stands for its deliveries: each is acked.
+        members = dispatcher.batches.pop(rid, []) if rid.startswith("batch:") else [message]
+        rids = [rid_of(m) for m in members]
+        dispatcher.lease.requeue(dispatcher.abandon(rids))
+        for member in rids:
+            dispatcher.plans.pop(member, None)
+        if members:
+            dispatcher.finish_all([(m, Ops()) for m in members])
+        # This is their ack: nothing else would take them out of `acked`, where FINISH put them.
+        dispatcher.acked.difference_update(rids)
 
     def nack(self, message: Any) -> None:
         if not self._ours():
@@ -92,20 +100,18 @@ class _PlanningConsumer(RedisConsumer):
             return super().requeue(messages)  # type: ignore[no-any-return,no-untyped-call]
         self.broker.dispatcher.lease.requeue(self._rids(messages))
 
-    def _rids(self, messages: Any, *, keep: bool = False) -> list[str]:
-        """The redis ids of messages, those of batches expanded to their deliveries, and (unless
-        ``keep``: only asked) the deliveries that followed them, which go back to the queue with them."""
+    def _rids(self, messages: Any) -> list[str]:
+        """The redis ids of messages, those of batches expanded to their deliveries, and the deliveries
+        that followed them, which go back to the queue with them."""
         dispatcher: Dispatcher = self.broker.dispatcher
         rids: list[str] = []
         for message in messages:
             rid = rid_of(message)
-            if not rid.startswith("batch:"):
-                rids.append(rid)
-            elif keep:
-                rids += [rid_of(m) for m in dispatcher.batches.get(rid, ())]
-            else:
+            if rid.startswith("batch:"):
                 rids += [rid_of(m) for m in dispatcher.batches.pop(rid, ())]
-        return rids if keep else rids + dispatcher.abandon(rids)
+            else:
+                rids.append(rid)
+        return rids + dispatcher.abandon(rids)
 
     def close(self) -> None:
         # Prefetched messages not handed to a worker thread yet: back to the queue now, or, with

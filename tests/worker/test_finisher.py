@@ -1,0 +1,157 @@
+"""The FINISH coalescer: worker threads' records queued while a call is out share the next call.
+
+The script side of a coalesced call (several messages' records, each fenced on its own) is tested in
+``test_scripts.py`` (``finish_many``); the real worker's threads use it in every worker test. Here the
+call itself is replaced, to hold it open and to make it fail at will.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from wa_middleware.keys import KeyLayout
+from wa_middleware.worker import finisher as finisher_module
+from wa_middleware.worker.finish import Ops
+from wa_middleware.worker.finisher import Finisher
+
+Record = tuple[str, str, int, Ops]
+
+
+class _Held(Finisher):
+    """A Finisher whose calls are recorded, can be held open, and fail for chosen records."""
+
+    def __init__(self) -> None:
+        super().__init__(lease=None, keys=KeyLayout(namespace="t"), ttl_ms="1000")  # type: ignore[arg-type]
+        self.calls: list[list[str]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        self.fail: set[str] = set()
+
+    def _call(self, records: list[Record]) -> list[list[Any]] | None:
+        rids = [rid for rid, _, _, _ in records]
+        self.calls.append(rids)
+        self.entered.set()
+        self.hold.wait(10)
+        if self.fail & set(rids):
+            raise RuntimeError(f"call failed: {sorted(self.fail & set(rids))}")
+        return [["ok", rid] for rid in rids]
+
+
+def _records(*rids: str) -> list[Record]:
+    return [(rid, "bid", 0, Ops()) for rid in rids]
+
+
+def _submit(finisher: Finisher, rids: tuple[str, ...], out: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        try:
+            out[rids[0]] = finisher.finish(_records(*rids))
+        except Exception as exc:
+            out[rids[0]] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _queued(finisher: Finisher, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(finisher._queue) < count:
+        assert time.monotonic() < deadline, "the submissions never queued"
+        time.sleep(0.001)
+
+
+def test_a_thread_alone_sends_its_own_call_at_once() -> None:
+    finisher = _Held()
+    assert finisher.finish(_records("a1", "a2")) == [["ok", "a1"], ["ok", "a2"]]
+    assert finisher.calls == [["a1", "a2"]]
+    assert not finisher._busy and not finisher._queue
+
+
+def test_records_queued_while_a_call_is_out_share_the_next_call() -> None:
+    finisher = _Held()
+    finisher.hold.clear()
+    out: dict[str, Any] = {}
+    first = _submit(finisher, ("a1",), out)
+    assert finisher.entered.wait(5)
+    others = [_submit(finisher, rids, out) for rids in (("b1", "b2"), ("c1",), ("d1", "d2", "d3"))]
+    _queued(finisher, 3)
+    finisher.hold.set()
+    for thread in (first, *others):
+        thread.join(5)
+    assert finisher.calls[0] == ["a1"]
+    # The three queued behind it went in one call, in the order they queued; each got its own results.
+    assert sorted(finisher.calls[1]) == ["b1", "b2", "c1", "d1", "d2", "d3"] and len(finisher.calls) == 2
+    assert out["a1"] == [["ok", "a1"]]
+    assert out["b1"] == [["ok", "b1"], ["ok", "b2"]]
+    assert out["c1"] == [["ok", "c1"]]
+    assert out["d1"] == [["ok", "d1"], ["ok", "d2"], ["ok", "d3"]]
+    assert not finisher._busy and not finisher._queue
+
+
+def test_a_failed_call_fails_its_sender_alone_and_the_others_are_sent_again() -> None:
+    """The records of the threads that shared a failed call go out again in the next call (a record
+    applied already comes back "again" from the script): only the thread that sent it sees the error."""
+    finisher = _Held()
+    finisher.hold.clear()
+    out: dict[str, Any] = {}
+    first = _submit(finisher, ("a1",), out)
+    assert finisher.entered.wait(5)
+    second = _submit(finisher, ("b1",), out)
+    _queued(finisher, 1)
+    third = _submit(finisher, ("c1",), out)
+    _queued(finisher, 2)
+    finisher.fail = {"b1"}  # the call b1's thread sends (with c1's records) fails
+    finisher.hold.set()
+    for thread in (first, second, third):
+        thread.join(5)
+    assert finisher.calls == [["a1"], ["b1", "c1"], ["c1"]]
+    assert out["a1"] == [["ok", "a1"]]
+    assert isinstance(out["b1"], RuntimeError)
+    assert out["c1"] == [["ok", "c1"]]
+    assert not finisher._busy and not finisher._queue
+
+
+def test_a_call_carries_at_most_call_limit_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(finisher_module, "CALL_LIMIT", 4)
+    finisher = _Held()
+    finisher.hold.clear()
+    out: dict[str, Any] = {}
+    first = _submit(finisher, ("a1",), out)
+    assert finisher.entered.wait(5)
+    threads = []
+    for rids in (("b1", "b2", "b3"), ("c1", "c2"), ("d1",)):
+        threads.append(_submit(finisher, rids, out))
+        _queued(finisher, len(threads))
+    finisher.hold.set()
+    for thread in (first, *threads):
+        thread.join(5)
+    # b's 3 records, then c's 2 would make 5 > 4: c and d go in the next call. A submission is never split.
+    assert finisher.calls == [["a1"], ["b1", "b2", "b3"], ["c1", "c2", "d1"]]
+    assert out["c1"] == [["ok", "c1"], ["ok", "c2"]] and out["d1"] == [["ok", "d1"]]
+
+
+def test_a_call_that_gives_up_gives_every_thread_none() -> None:
+    """Stopping with Redis out of reach (the lease's call gives up): every thread of that call gets None,
+    as the one that sent it does (their messages stay taken; recovery requeues them)."""
+
+    class _GivesUp(_Held):
+        def _call(self, records: list[Record]) -> list[list[Any]] | None:
+            super()._call(records)
+            return None if len(self.calls) > 1 else [["ok", r[0]] for r in records]
+
+    finisher = _GivesUp()
+    finisher.hold.clear()
+    out: dict[str, Any] = {}
+    first = _submit(finisher, ("a1",), out)
+    assert finisher.entered.wait(5)
+    others = [_submit(finisher, rids, out) for rids in (("b1",), ("c1",))]
+    _queued(finisher, 2)
+    finisher.hold.set()
+    for thread in (first, *others):
+        thread.join(5)
+    assert out == {"a1": [["ok", "a1"]], "b1": None, "c1": None}
