@@ -69,7 +69,7 @@ def test_a_thread_alone_sends_its_own_call_at_once() -> None:
     finisher = _Held()
     assert finisher.finish(_records("a1", "a2")) == [["ok", "a1"], ["ok", "a2"]]
     assert finisher.calls == [["a1", "a2"]]
-    assert not finisher._busy and not finisher._queue
+    assert not finisher._out and not finisher._queue
 
 
 def test_records_queued_while_a_call_is_out_share_the_next_call() -> None:
@@ -90,30 +90,59 @@ def test_records_queued_while_a_call_is_out_share_the_next_call() -> None:
     assert out["b1"] == [["ok", "b1"], ["ok", "b2"]]
     assert out["c1"] == [["ok", "c1"]]
     assert out["d1"] == [["ok", "d1"], ["ok", "d2"], ["ok", "d3"]]
-    assert not finisher._busy and not finisher._queue
+    assert not finisher._out and not finisher._queue
 
 
 def test_a_failed_call_fails_its_sender_alone_and_the_others_are_sent_again() -> None:
     """The records of the threads that shared a failed call go out again in the next call (a record
     applied already comes back "again" from the script): only the thread that sent it sees the error."""
+
+    class _FailsSecond(_Held):
+        def _call(self, records: list[Record]) -> list[list[Any]] | None:
+            result = super()._call(records)
+            if len(self.calls) == 2:
+                raise RuntimeError("the second call failed")
+            return result
+
+    finisher = _FailsSecond()
+    finisher.hold.clear()
+    out: dict[str, Any] = {}
+    first = _submit(finisher, ("a1",), out)
+    assert finisher.entered.wait(5)
+    others = [_submit(finisher, rids, out) for rids in (("b1",), ("c1",))]
+    _queued(finisher, 2)
+    finisher.hold.set()
+    for thread in (first, *others):
+        thread.join(5)
+    assert out["a1"] == [["ok", "a1"]]
+    assert finisher.calls[:2] == [["a1"], ["b1", "c1"]]
+    # One of the two sent the failed call and got its error; the other's records went out again.
+    failed = [rid for rid in ("b1", "c1") if isinstance(out[rid], RuntimeError)]
+    assert len(failed) == 1
+    (other,) = {"b1", "c1"} - set(failed)
+    assert out[other] == [["ok", other]]
+    assert finisher.calls[2:] == [[other]]
+    assert not finisher._out and not finisher._queue
+
+
+def test_a_thread_that_leaves_while_waiting_holds_up_no_one() -> None:
+    """A thread that leaves while its records wait (an exception raised into it, such as dramatiq's
+    time limit) leaves them queued: they go out with the next call, and nobody waits for that thread."""
     finisher = _Held()
     finisher.hold.clear()
     out: dict[str, Any] = {}
     first = _submit(finisher, ("a1",), out)
     assert finisher.entered.wait(5)
-    second = _submit(finisher, ("b1",), out)
-    _queued(finisher, 1)
-    third = _submit(finisher, ("c1",), out)
+    finisher._queue.append(finisher_module._Submission(_records("gone1")))  # queued by a thread since gone
+    later = _submit(finisher, ("b1",), out)
     _queued(finisher, 2)
-    finisher.fail = {"b1"}  # the call b1's thread sends (with c1's records) fails
     finisher.hold.set()
-    for thread in (first, second, third):
+    for thread in (first, later):
         thread.join(5)
-    assert finisher.calls == [["a1"], ["b1", "c1"], ["c1"]]
-    assert out["a1"] == [["ok", "a1"]]
-    assert isinstance(out["b1"], RuntimeError)
-    assert out["c1"] == [["ok", "c1"]]
-    assert not finisher._busy and not finisher._queue
+        assert not thread.is_alive()
+    assert finisher.calls == [["a1"], ["gone1", "b1"]]
+    assert out["b1"] == [["ok", "b1"]]
+    assert not finisher._out and not finisher._queue
 
 
 def test_a_call_carries_at_most_call_limit_records(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 Each record is fenced and idempotent on its own in the script, so a call retried after a lost reply
 is safe, and records of different threads can share a call. A thread that has records to finish
-while a call is out queues them; when that call returns, the first thread queued sends everything
+while a call is out queues them; when that call returns, the first thread to look sends everything
 queued by then in one call, for all of them. Each thread still waits for its own records to be
 applied before it runs anything more, so what a killed worker runs again is still bounded per
 thread (`dispatch.BATCH`). Under load this turns the partial calls that end the threads' work items
@@ -12,8 +12,7 @@ fewer calls are cheaper. Idle, a thread finds no call out and sends its own at o
 
 An earlier leader/follower hand-over, when every delivery had a FINISH call of its own, measured
 slower (1,900 against 2,600 deliveries/s): with ``appendfsync always`` Redis already writes the
-calls of one event-loop turn with one fsync. What it saves now is the worker's per-call cost.
-"""
+calls of one event-loop turn with one fsync. What it saves now is the worker's per-call cost."""
 
 from __future__ import annotations
 
@@ -30,25 +29,31 @@ __all__ = ["Finisher"]
 
 #: Records one coalesced call carries at most (the threads' submissions are never split).
 CALL_LIMIT = 128
+#: How often a waiting thread looks again without being woken: should the thread sending a call have
+#: left without saying so, the next one sends instead.
+RECHECK_S = 1.0
 
 
 class _Submission:
-    """One thread's records, queued for a call; ``wake`` is held until it is served or promoted."""
+    """One thread's records, queued for a call."""
 
-    __slots__ = ("error", "records", "result", "served", "wake")
+    __slots__ = ("error", "records", "result", "served")
 
     def __init__(self, records: list[tuple[str, str, int, Ops]]) -> None:
         self.records = records
         self.result: list[list[Any]] | None = None
         self.error: BaseException | None = None
         self.served = False
-        self.wake = threading.Lock()
-        self.wake.acquire()
 
 
 class Finisher:
     """Sends FINISH for lists of (redis id, broker id, take, operations) records, coalescing the
     lists that the worker threads submit while a call is out.
+
+    No thread hands anything to another: a thread whose records are not served finds either a call
+    out (it waits) or none (it sends what is queued), so one that leaves at any point (an exception
+    raised into it, such as dramatiq's time limit) leaves at most its records queued, sent with the
+    next call.
 
     :param lease: the process's lease (its scripts, and Redis calls retried until Redis answers).
     :param keys: the key layout.
@@ -59,41 +64,40 @@ class Finisher:
         self.lease = lease
         self.keys = keys
         self.ttl_ms = ttl_ms
-        self._lock = threading.Lock()
+        self._changed = threading.Condition(threading.Lock())
         self._queue: list[_Submission] = []
-        self._busy = False
+        #: A call is out.
+        self._out = False
 
     def finish(self, records: list[tuple[str, str, int, Ops]]) -> list[list[Any]] | None:
         """One result per record (``["ok", head, data, ahead, ...]``, ``["again"]`` or ``["gone"]``), or
         None when the worker stops while Redis stays out of reach. A record's ``take``: how many units
         of a lane it moves on it may hand over to this process (0: none, the next head is queued)."""
         mine = _Submission(records)
-        with self._lock:
+        with self._changed:
             self._queue.append(mine)
-            lead = not self._busy
-            self._busy = True
-        try:
-            if not lead:
-                mine.wake.acquire()  # served by another thread's call, or promoted to send the next one
-        finally:
-            # Promoted, the thread sends the next call even if an exception reached it meanwhile
-            # (dramatiq's time limit): the threads queued behind it must not wait for ever.
-            if not mine.served:
-                self._lead()
+        while True:
+            with self._changed:
+                while self._out and not mine.served:
+                    self._changed.wait(RECHECK_S)
+                if mine.served:
+                    break
+                taken, count = 0, 0
+                for submission in self._queue:
+                    if taken and count + len(submission.records) > CALL_LIMIT:
+                        break
+                    taken, count = taken + 1, count + len(submission.records)
+                batch, self._queue = self._queue[:taken], self._queue[taken:]
+                self._out = True
+            self._send(batch, mine)
         if mine.error is not None:
             raise mine.error
         return mine.result
 
-    def _lead(self) -> None:
-        """Send one call for what is queued (this thread's submission first), hand the results out,
-        and promote the next thread queued, if any, to send the next call."""
-        with self._lock:
-            taken, count = 0, 0
-            for submission in self._queue:
-                if taken and count + len(submission.records) > CALL_LIMIT:
-                    break
-                taken, count = taken + 1, count + len(submission.records)
-            batch, self._queue = self._queue[:taken], self._queue[taken:]
+    def _send(self, batch: list[_Submission], sender: _Submission) -> None:
+        """One call for ``batch``; its results handed out. If the call raised, the error is the
+        sending thread's alone: the other submissions go back to the head of the queue, to be sent
+        again (a record applied already comes back "again")."""
         results: list[list[Any]] | None = None
         error: BaseException | None = None
         try:
@@ -101,31 +105,21 @@ class Finisher:
         except BaseException as exc:
             error = exc
         finally:
-            self._hand_out(batch, results, error)
-
-    def _hand_out(self, batch: list[_Submission], results: list[list[Any]] | None, error: BaseException | None) -> None:
-        """Give each submission of a call its results. If the call raised, the error is the sending
-        thread's alone: the other submissions go back to the head of the queue, to be sent again (a
-        record applied already comes back "again")."""
-        served = batch if error is None else batch[:1]
-        if error is not None:
-            batch[0].error = error
-        else:
-            start = 0
-            for submission in batch:
-                end = start + len(submission.records)
-                submission.result = results[start:end] if results is not None else None
-                start = end
-        with self._lock:
-            for submission in served:
-                submission.served = True
-            self._queue[:0] = batch[len(served) :]
-            if self._queue:
-                self._queue[0].wake.release()  # promoted: it sends the next call
-            else:
-                self._busy = False
-        for submission in served[1:]:
-            submission.wake.release()
+            with self._changed:
+                if error is None:
+                    start = 0
+                    for submission in batch:
+                        end = start + len(submission.records)
+                        submission.result = results[start:end] if results is not None else None
+                        submission.served = True
+                        start = end
+                else:
+                    sender.error, sender.served = error, True
+                    if sender in self._queue:
+                        self._queue.remove(sender)
+                    self._queue[:0] = [submission for submission in batch if submission is not sender]
+                self._out = False
+                self._changed.notify_all()
 
     def _call(self, records: list[tuple[str, str, int, Ops]]) -> list[list[Any]] | None:
         k = self.keys
