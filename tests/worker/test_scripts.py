@@ -686,6 +686,44 @@ def test_finish_pop_moves_the_lane_on(
     assert client.hgetall(keys.units) == {k.encode(): v for k, v in remaining.items()}
 
 
+@pytest.mark.parametrize("take", [pytest.param(False, id="push"), pytest.param(True, id="take")])
+def test_finish_drop_at_the_head_moves_the_lane_on_as_pop_does(
+    lua: Lua, keys: KeyLayout, client: redis.Redis, take: bool
+) -> None:
+    lane = keys.lane("phone:user")
+    client.rpush(lane, "u1", "u2")
+    client.hset(keys.units, "u2", b"m-u2")
+    ops = Ops()
+    ops.drop_lane(lane, "u1")
+    taken = lua.finish(ops, take=take)
+    assert lua.lane(lane) == [b"u2"]
+    assert client.hget(keys.messages, "u2") == b"m-u2"
+    assert taken == ([*OK, b"u2", b"m-u2", []] if take else OK)
+    assert lua.queue() == ([] if take else [b"u2"])
+
+
+def test_finish_drop_behind_others_takes_the_unit_out_of_its_lane(
+    lua: Lua, keys: KeyLayout, client: redis.Redis
+) -> None:
+    """A unit that will not run here (its delivery rejected or skipped) waiting behind others: out of
+    the lane, with its stored message. With "pop" it stayed, and the lane stopped at it for ever once
+    its turn came (nothing stored to run): the next pop hands over the unit after it instead."""
+    lane = keys.lane("phone:user")
+    client.rpush(lane, "u1", "u2", "u3")
+    client.hset(keys.units, mapping={"u2": b"m-u2", "u3": b"m-u3"})
+    ops = Ops()
+    ops.drop_lane(lane, "u2")
+    assert lua.finish(ops) == OK
+    assert lua.lane(lane) == [b"u1", b"u3"]
+    assert client.hget(keys.units, "u2") is None
+    assert lua.queue() == []
+    ops = Ops()
+    ops.pop_lane(lane, "u1")
+    assert lua.finish(ops) == OK
+    assert lua.lane(lane) == [b"u3"]
+    assert lua.queue() == [b"u3"]
+
+
 def test_finish_pop_hands_over_several_lanes_in_order(lua: Lua, keys: KeyLayout, client: redis.Redis) -> None:
     a, b = keys.lane("phone:a"), keys.lane("phone:b")
     client.rpush(a, "a1", "a2")
@@ -1134,6 +1172,7 @@ def test_ops_records_read_back_what_was_built() -> None:
     ops.dead("k3", "cb", "u3", "rid3", b"dead")
     ops.wait("k4", "cb", "u4", "lane4", b"wait")
     ops.pop_lane("lane", "u5")
+    ops.drop_lane("lane", "u7")
     ops.bury("rid6")
     assert ops.records() == [
         ("done", {"key": "k1", "field": "cb", "hour": "", "shard": 0, "digest": ""}),
@@ -1141,6 +1180,7 @@ def test_ops_records_read_back_what_was_built() -> None:
         ("dead", {"key": "k3", "field": "cb", "owner": "u3", "dead_rid": "rid3", "data": b"dead"}),
         ("wait", {"key": "k4", "field": "cb", "uid": "u4", "lane": "lane4", "data": b"wait"}),
         ("pop", {"lane": "lane", "uid": "u5"}),
+        ("drop", {"lane": "lane", "uid": "u7"}),
         ("bury", {"buried": "rid6"}),
     ]
     assert len(ops) == sum(1 + len(OPS[code]) for code, _ in ops.records())

@@ -477,3 +477,45 @@ def test_deliveries_a_middleware_skips_are_acked_unrun_batches_too(
     assert max(calls) > 1  # batches were skipped, their deliveries acked together
     assert acks == []
     assert left == ({}, {}, set())
+
+
+def test_ordered_deliveries_a_middleware_skips_leave_their_lanes(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Skipped deliveries whose ordered units wait behind a unit that runs elsewhere: their units leave
+    the lanes (with "pop", which moves a lane on only from its head, they stayed, and the conversation
+    stopped at them for ever once its turn came: nothing stored to run)."""
+    from dramatiq.middleware import Middleware, SkipMessage
+
+    from wa_middleware.events.decode import decode_delivery
+    from wa_middleware.events.identity import conversation_key
+
+    class SkipAll(Middleware):  # type: ignore[misc]
+        def before_process_message(self, broker: Any, message: Any) -> None:
+            raise SkipMessage()
+
+    wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, ordered=True)
+    ran: list[str] = []
+
+    @wa.on_message()
+    def on_text(message: Message) -> None:
+        ran.append(str(message.id))
+
+    wa.broker.add_middleware(SkipAll())
+    client = wa.broker.client
+    bodies = [testing.text("hi", id=f"wamid.L{i:03d}", sender=f"4915100000{i % 3}").to_bytes() for i in range(45)]
+    lanes = sorted({wa.keys.lane(str(conversation_key(decode_delivery(b)[0]))) for b in bodies})
+    assert len(lanes) == 3
+    for lane in lanes:  # each conversation's head: a unit that runs on another worker
+        client.rpush(lane, "elsewhere.0")
+    enqueuer = wa.sync_enqueuer()
+    for body in bodies:
+        job = wa.core.finish({}, body)
+        enqueuer.enqueue(job.message_id, job.data)
+    _drain_threads(wa, 4, timeout=20.0)
+    left = {lane: client.lrange(lane, 0, -1) for lane in lanes}
+    stored = client.hlen(wa.keys.units)
+    wa.close()
+    assert ran == []
+    assert left == {lane: [b"elsewhere.0"] for lane in lanes}
+    assert stored == 0

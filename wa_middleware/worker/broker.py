@@ -27,7 +27,6 @@ from ..settings import WorkerSettings
 from ._dramatiq import RedisConsumer
 from .dispatch import _ATTACHED, ATTACHED_LIMIT, BATCH, Dispatcher, rid_of
 from .encoder import install
-from .finish import Ops
 from .lease import TRANSIENT
 from .recovery import Recovery
 
@@ -75,10 +74,12 @@ class _PlanningConsumer(RedisConsumer):
         members = dispatcher.batches.pop(rid, []) if rid.startswith("batch:") else [message]
         rids = [rid_of(m) for m in members]
         dispatcher.lease.requeue(dispatcher.abandon(rids))
+        # Its ordered units leave their lanes (else their conversations would stop at them for ever).
+        finished = [(m, dispatcher.release_ops(m)) for m in members]
         for member in rids:
             dispatcher.plans.pop(member, None)
-        if members:
-            dispatcher.finish_all([(m, Ops()) for m in members])
+        if finished:
+            dispatcher.finish_all(finished)
         # This is their ack: nothing else would take them out of `acked`, where FINISH put them.
         dispatcher.acked.difference_update(rids)
 

@@ -729,8 +729,14 @@ class Dispatcher:
     def _bury_ops(self, message: dramatiq.Message[Any]) -> Ops:
         ops = Ops()
         ops.bury(rid_of(message))
+        return self.release_ops(message, ops)
+
+    def release_ops(self, message: dramatiq.Message[Any], ops: Ops | None = None) -> Ops:
+        """The FINISH operations that take ``message``'s ordered units out of their lanes: it will not
+        run them (rejected, or skipped by a middleware), and its conversations must move on."""
+        ops = Ops() if ops is None else ops
         for lane, uid in self._lanes_of(message):
-            ops.pop_lane(lane, uid)
+            ops.drop_lane(lane, uid)
         return ops
 
     def nack(self, message: dramatiq.Message[Any]) -> None:

@@ -25,6 +25,9 @@ __all__ = [
     "plan_message", "plan_own", "plan_unit",
 ]  # fmt: skip
 
+#: The fields of the lane operations ("pop" and "drop", which finish.lua reads with one binding).
+_LANE_UNIT = ("lane", "uid")
+
 #: FINISH operations: op code -> its fields.
 OPS: dict[str, tuple[str, ...]] = {
     # The unit ran, stopped, or needs no run: remember it as done (its claim gives way to a
@@ -39,7 +42,11 @@ OPS: dict[str, tuple[str, ...]] = {
     # own message is stored, enqueued at its turn (at once if its turn has come already).
     "wait": ("key", "field", "uid", "lane", "data"),
     # Move the lane on if ``uid`` is its head; the next head's stored message is enqueued.
-    "pop": ("lane", "uid"),
+    "pop": _LANE_UNIT,
+    # A unit of a delivery that will not run here (rejected, or skipped by a middleware): at its lane's
+    # head, as "pop"; behind others, taken out of the lane with its stored message, if any, so that the
+    # lane does not stop at it (its turn would come with nothing stored to run).
+    "drop": _LANE_UNIT,
     # Move the body of message ``buried`` to the dead letters (a message dramatiq rejected).
     "bury": ("buried",),
 }
@@ -150,6 +157,9 @@ class Ops(list[Any]):
 
     def pop_lane(self, lane: str, uid: str) -> None:
         self.add("pop", lane=lane, uid=uid)
+
+    def drop_lane(self, lane: str, uid: str) -> None:
+        self.add("drop", lane=lane, uid=uid)
 
     def bury(self, buried: str) -> None:
         self.add("bury", buried=buried)

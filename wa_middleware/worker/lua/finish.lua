@@ -17,6 +17,7 @@
 --   wait   a unit of the message that waits in its lane (behind a failed one, or planned "q"): its
 --          message stored, or enqueued if it heads the lane already
 --   pop    pop uid off the lane head; the next head's stored message is enqueued
+--   drop   a unit that will not run here: as pop at the head, else taken out of its lane
 --   bury   move the message's own body to the dead letters (a message dramatiq rejected)
 -- With take k >= 1, a next head is not pushed on the queue but taken by the same process (put in its
 -- acks, as if fetched) and returned with the stored messages of up to k - 1 units right behind it
@@ -38,6 +39,36 @@ local xq, xmsgs, hb, retries, DN = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 --@include marks
 local now, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 --@arity
+-- Pop the head of a lane; the next head's stored message is enqueued, or with take k >= 1 taken by
+-- this process with up to k - 1 units behind it (added to taken).
+local function move_on(lane, acks, take, taken)
+  redis.call("lpop", lane)
+  local head = redis.call("lindex", lane, 0)
+  if head then
+    local stored = redis.call("hget", units, head)
+    if stored then
+      redis.call("hdel", units, head)
+      redis.call("hset", msgs, head, stored)
+      if take > 0 then
+        redis.call("sadd", acks, head)
+        local ahead = {}
+        if take > 1 then
+          for _, next_uid in ipairs(redis.call("lrange", lane, 1, take - 1)) do
+            local next_data = redis.call("hget", units, next_uid)
+            if not next_data then break end
+            ahead[#ahead + 1] = next_uid
+            ahead[#ahead + 1] = next_data
+          end
+        end
+        taken[#taken + 1] = head
+        taken[#taken + 1] = stored
+        taken[#taken + 1] = ahead
+      else
+        redis.call("rpush", queue, head)
+      end
+    end
+  end
+end
 local results = {}
 local i = 3
 while i <= #ARGV do
@@ -94,32 +125,16 @@ while i <= #ARGV do
       elseif op == "pop" then
         --@bind pop
         if redis.call("lindex", lane, 0) == uid then
-          redis.call("lpop", lane)
-          local head = redis.call("lindex", lane, 0)
-          if head then
-            local stored = redis.call("hget", units, head)
-            if stored then
-              redis.call("hdel", units, head)
-              redis.call("hset", msgs, head, stored)
-              if take > 0 then
-                redis.call("sadd", acks, head)
-                local ahead = {}
-                if take > 1 then
-                  for _, next_uid in ipairs(redis.call("lrange", lane, 1, take - 1)) do
-                    local next_data = redis.call("hget", units, next_uid)
-                    if not next_data then break end
-                    ahead[#ahead + 1] = next_uid
-                    ahead[#ahead + 1] = next_data
-                  end
-                end
-                taken[#taken + 1] = head
-                taken[#taken + 1] = stored
-                taken[#taken + 1] = ahead
-              else
-                redis.call("rpush", queue, head)
-              end
-            end
-          end
+          move_on(lane, acks, take, taken)
+        end
+      elseif op == "drop" then
+        --@bind drop
+        if redis.call("lindex", lane, 0) == uid then
+          move_on(lane, acks, take, taken)
+        else
+          -- Behind others: out of the lane, with its stored message (its turn would find nothing to run).
+          redis.call("lrem", lane, 1, uid)
+          redis.call("hdel", units, uid)
         end
       elseif op == "bury" then
         --@bind bury
