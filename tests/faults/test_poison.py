@@ -1,5 +1,6 @@
-"""A message that cannot be planned (here: a body that is not JSON, as only a foreign producer could
-send) does not block the queue behind it: it is taken, fails, and lands in the dead letters."""
+"""A message that cannot be planned (a body that is not JSON, or a message id that is not text, as
+only a foreign producer could send) does not block the queue behind it: it is taken, fails, and
+lands in the dead letters."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 
 import dramatiq
 import msgspec
+import pytest
 
 from tests.conftest import wait_until
 from tests.faults.harness import text_delivery
@@ -16,7 +18,11 @@ from wa_middleware.ops.deadletters import DeadLetters
 from wa_middleware.worker.encoder import install
 
 
-def test_poison_message_goes_to_dead_letters(redis_url: str, namespace: str) -> None:
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param("body", id="body-not-json"), pytest.param("message_id", id="message-id-not-text")],
+)
+def test_poison_message_goes_to_dead_letters(redis_url: str, namespace: str, shape: str) -> None:
     wa = Webhook(auth=BasicAuth("u", "p"), broker_url=redis_url, namespace=namespace, max_retries=0)
     seen: list[str | None] = []
 
@@ -28,17 +34,19 @@ def test_poison_message_goes_to_dead_letters(redis_url: str, namespace: str) -> 
     broker = wa.broker
     queue = f"{namespace}:wa_middleware"
     poison_id = str(uuid.uuid4())
-    poison = msgspec.msgpack.encode(
-        {
-            "queue_name": "wa_middleware",
-            "actor_name": "wa.dispatch",
-            "args": [b"not json", 0, poison_id],
-            "kwargs": {},
-            "options": {"redis_message_id": poison_id},
-            "message_id": poison_id,
-            "message_timestamp": int(time.time() * 1000),
-        }
-    )
+    fields = {
+        "queue_name": "wa_middleware",
+        "actor_name": "wa.dispatch",
+        "args": [b"not json", 0, poison_id],
+        "kwargs": {},
+        "options": {"redis_message_id": poison_id},
+        "message_id": poison_id,
+        "message_timestamp": int(time.time() * 1000),
+    }
+    if shape == "message_id":  # a valid delivery, under an id that is not text (not UTF-8, even)
+        fields["args"] = [text_delivery("491", "hi", "wamid.POISON"), 0, poison_id]
+        fields["message_id"] = b"\xff\xfe" + poison_id.encode()
+    poison = msgspec.msgpack.encode(fields)
     good = wa.core.finish({}, text_delivery("491", "hi", "wamid.AFTER.POISON"))
     for mid, data in ((poison_id, poison), (good.message_id, good.data)):
         broker.client.hset(f"{queue}.msgs", mid, data)
@@ -52,4 +60,4 @@ def test_poison_message_goes_to_dead_letters(redis_url: str, namespace: str) -> 
     finally:
         worker.stop()
         letters.close()
-    assert [letter.message["message_id"] for letter in found] == [poison_id]
+    assert [letter.message["message_id"] for letter in found] == [fields["message_id"]]

@@ -179,12 +179,13 @@ class Dispatcher:
             # A message that cannot be planned must not block the head of the queue: take it
             # unplanned; its actor fails on it the same way and dramatiq dead-letters it.
             logger.exception("wa-middleware: cannot plan message %s", message.message_id)
-            out += plan_message(rid=rid_of(message), mid=message.message_id, count=-1, group="")
+            out += plan_message(rid=rid_of(message), mid=str(message.message_id), count=-1, group="")
             out += plan_own(key="", field="", lane="")
             return None
 
     def _plan_args(self, message: dramatiq.Message[Any], out: list[Any], follow: _Follow | None) -> list[Unit] | None:
         rid = rid_of(message)
+        _text(message.message_id)  # as the scripts' arguments travel (`finish.pack`), not bytes
         if message.actor_name == self.dispatch_actor:
             body, received_at, delivery_id = _dispatch_args(message)
             units = self.units(
@@ -203,7 +204,7 @@ class Dispatcher:
         out += plan_message(rid=rid, mid=message.message_id, count=-1, group="")
         if message.actor_name == self.unit_actor:
             name, _, _, _, key, lane = _unit_args(message)
-            out += plan_own(key=key, field=name, lane=lane)
+            out += plan_own(key=_text(key), field=_text(name), lane=_text(lane))
         else:  # not ours: just taken off the queue
             out += plan_own(key="", field="", lane="")
         return None
@@ -1032,6 +1033,15 @@ def _event_id(unit: Unit) -> str:
     """The event's own id for a log line (message or status id), else its idempotency key."""
     data: Any = unit.event.data
     return str(getattr(data, "id", None) or unit.key.rsplit(":idem:", 1)[-1])
+
+
+def _text(value: Any) -> str:
+    """``value`` if it is a str: a message from elsewhere (a foreign producer) may carry anything in
+    the fields the scripts read, and one that cannot be sent must be planned as unplannable, not fail
+    every fetch at the head of the queue."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a str, got {type(value).__name__}")
+    return value
 
 
 def rid_of(message: dramatiq.Message[Any]) -> str:
