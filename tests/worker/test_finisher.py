@@ -65,6 +65,26 @@ def _queued(finisher: Finisher, count: int) -> None:
         time.sleep(0.001)
 
 
+def _behind_a_held_call(finisher: _Held, *queued: tuple[str, ...], gone: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Hold a first call (``a1``'s) open, queue each of ``queued`` behind it in turn (after the records
+    ``gone`` of a thread that has left, if any), release it: each thread's results by its first rid,
+    once every thread has finished."""
+    finisher.hold.clear()
+    out: dict[str, Any] = {}
+    threads = [_submit(finisher, ("a1",), out)]
+    assert finisher.entered.wait(5)
+    if gone:
+        finisher._queue.append(finisher_module._Submission(_records(*gone)))
+    for rids in queued:
+        threads.append(_submit(finisher, rids, out))
+        _queued(finisher, len(threads) - 1 + bool(gone))
+    finisher.hold.set()
+    for thread in threads:
+        thread.join(5)
+        assert not thread.is_alive()
+    return out
+
+
 def test_a_thread_alone_sends_its_own_call_at_once() -> None:
     finisher = _Held()
     assert finisher.finish(_records("a1", "a2")) == [["ok", "a1"], ["ok", "a2"]]
@@ -74,15 +94,7 @@ def test_a_thread_alone_sends_its_own_call_at_once() -> None:
 
 def test_records_queued_while_a_call_is_out_share_the_next_call() -> None:
     finisher = _Held()
-    finisher.hold.clear()
-    out: dict[str, Any] = {}
-    first = _submit(finisher, ("a1",), out)
-    assert finisher.entered.wait(5)
-    others = [_submit(finisher, rids, out) for rids in (("b1", "b2"), ("c1",), ("d1", "d2", "d3"))]
-    _queued(finisher, 3)
-    finisher.hold.set()
-    for thread in (first, *others):
-        thread.join(5)
+    out = _behind_a_held_call(finisher, ("b1", "b2"), ("c1",), ("d1", "d2", "d3"))
     assert finisher.calls[0] == ["a1"]
     # The three queued behind it went in one call, in the order they queued; each got its own results.
     assert sorted(finisher.calls[1]) == ["b1", "b2", "c1", "d1", "d2", "d3"] and len(finisher.calls) == 2
@@ -105,15 +117,7 @@ def test_a_failed_call_fails_its_sender_alone_and_the_others_are_sent_again() ->
             return result
 
     finisher = _FailsSecond()
-    finisher.hold.clear()
-    out: dict[str, Any] = {}
-    first = _submit(finisher, ("a1",), out)
-    assert finisher.entered.wait(5)
-    others = [_submit(finisher, rids, out) for rids in (("b1",), ("c1",))]
-    _queued(finisher, 2)
-    finisher.hold.set()
-    for thread in (first, *others):
-        thread.join(5)
+    out = _behind_a_held_call(finisher, ("b1",), ("c1",))
     assert out["a1"] == [["ok", "a1"]]
     assert finisher.calls[:2] == [["a1"], ["b1", "c1"]]
     # One of the two sent the failed call and got its error; the other's records went out again.
@@ -129,17 +133,7 @@ def test_a_thread_that_leaves_while_waiting_holds_up_no_one() -> None:
     """A thread that leaves while its records wait (an exception raised into it, such as dramatiq's
     time limit) leaves them queued: they go out with the next call, and nobody waits for that thread."""
     finisher = _Held()
-    finisher.hold.clear()
-    out: dict[str, Any] = {}
-    first = _submit(finisher, ("a1",), out)
-    assert finisher.entered.wait(5)
-    finisher._queue.append(finisher_module._Submission(_records("gone1")))  # queued by a thread since gone
-    later = _submit(finisher, ("b1",), out)
-    _queued(finisher, 2)
-    finisher.hold.set()
-    for thread in (first, later):
-        thread.join(5)
-        assert not thread.is_alive()
+    out = _behind_a_held_call(finisher, ("b1",), gone=("gone1",))  # queued by a thread since gone
     assert finisher.calls == [["a1"], ["gone1", "b1"]]
     assert out["b1"] == [["ok", "b1"]]
     assert not finisher._out and not finisher._queue
@@ -148,17 +142,7 @@ def test_a_thread_that_leaves_while_waiting_holds_up_no_one() -> None:
 def test_a_call_carries_at_most_call_limit_records(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(finisher_module, "CALL_LIMIT", 4)
     finisher = _Held()
-    finisher.hold.clear()
-    out: dict[str, Any] = {}
-    first = _submit(finisher, ("a1",), out)
-    assert finisher.entered.wait(5)
-    threads = []
-    for rids in (("b1", "b2", "b3"), ("c1", "c2"), ("d1",)):
-        threads.append(_submit(finisher, rids, out))
-        _queued(finisher, len(threads))
-    finisher.hold.set()
-    for thread in (first, *threads):
-        thread.join(5)
+    out = _behind_a_held_call(finisher, ("b1", "b2", "b3"), ("c1", "c2"), ("d1",))
     # b's 3 records, then c's 2 would make 5 > 4: c and d go in the next call. A submission is never split.
     assert finisher.calls == [["a1"], ["b1", "b2", "b3"], ["c1", "c2", "d1"]]
     assert out["c1"] == [["ok", "c1"], ["ok", "c2"]] and out["d1"] == [["ok", "d1"]]
@@ -174,13 +158,5 @@ def test_a_call_that_gives_up_gives_every_thread_none() -> None:
             return None if len(self.calls) > 1 else [["ok", r[0]] for r in records]
 
     finisher = _GivesUp()
-    finisher.hold.clear()
-    out: dict[str, Any] = {}
-    first = _submit(finisher, ("a1",), out)
-    assert finisher.entered.wait(5)
-    others = [_submit(finisher, rids, out) for rids in (("b1",), ("c1",))]
-    _queued(finisher, 2)
-    finisher.hold.set()
-    for thread in (first, *others):
-        thread.join(5)
+    out = _behind_a_held_call(finisher, ("b1",), ("c1",))
     assert out == {"a1": [["ok", "a1"]], "b1": None, "c1": None}

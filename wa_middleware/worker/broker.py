@@ -64,24 +64,12 @@ class _PlanningConsumer(RedisConsumer):
         dispatcher: Dispatcher = self.broker.dispatcher
         rid = rid_of(message)
         self.queued_message_ids.discard(message.message_id)
-        # A plan its actor never took (a message a middleware skipped, a foreign actor) ends here.
-        dispatcher.plans.pop(rid, None)
         if rid in dispatcher.acked:  # already acked by the finish script of this delivery
             dispatcher.acked.discard(rid)
+            dispatcher.plans.pop(rid, None)
             return
-        # Not run (a middleware skipped it): acked unrun, as dramatiq does with a skipped message; what
-        # followed it goes back to the queue. A batch skipped stands for its deliveries: each is acked.
-        members = dispatcher.batches.pop(rid, []) if rid.startswith("batch:") else [message]
-        rids = [rid_of(m) for m in members]
-        dispatcher.lease.requeue(dispatcher.abandon(rids))
-        # Its ordered units leave their lanes (else their conversations would stop at them for ever).
-        finished = [(m, dispatcher.release_ops(m)) for m in members]
-        for member in rids:
-            dispatcher.plans.pop(member, None)
-        if finished:
-            dispatcher.finish_all(finished)
-        # This is their ack: nothing else would take them out of `acked`, where FINISH put them.
-        dispatcher.acked.difference_update(rids)
+        # Not run by our actors (a middleware skipped it, a foreign actor ran it): its plan ends there.
+        dispatcher.skip(message)
 
     def nack(self, message: Any) -> None:
         if not self._ours():
@@ -230,12 +218,13 @@ class _Peeked(Sequence[dramatiq.Message[Any]]):
     """The messages a fetch peeked at, decoded as planning reaches them: a fetch that ends early (only
     followers wanted, and the head is none) decodes one, not the hundreds it peeked at."""
 
-    __slots__ = ("datas", "decoded", "ids", "queue_name")
+    __slots__ = ("datas", "decode", "decoded", "ids", "queue_name")
 
     def __init__(self, queue_name: str, ids: list[bytes], datas: list[bytes]) -> None:
         self.queue_name = queue_name
         self.ids = ids
         self.datas = datas
+        self.decode = dramatiq.get_encoder().decode
         self.decoded: dict[int, dramatiq.Message[Any]] = {}
 
     def __len__(self) -> int:
@@ -257,7 +246,7 @@ class _Peeked(Sequence[dramatiq.Message[Any]]):
 
     def _decode(self, rid: bytes, data: bytes) -> dramatiq.Message[Any]:
         try:
-            fields = dramatiq.get_encoder().decode(data)
+            fields = self.decode(data)
             fields["args"] = tuple(fields["args"])
             return dramatiq.Message(**fields)
         except Exception:

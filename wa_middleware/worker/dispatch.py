@@ -740,6 +740,22 @@ class Dispatcher:
             ops.drop_lane(lane, uid)
         return ops
 
+    def skip(self, message: dramatiq.Message[Any]) -> None:
+        """A middleware skipped ``message``: acked unrun, as dramatiq does with a skipped message (a
+        batch stands for its deliveries: each is acked), its ordered units out of their lanes (else
+        their conversations would stop at them for ever); what followed it goes back to the queue."""
+        rid = rid_of(message)
+        members = self.batches.pop(rid, []) if rid.startswith("batch:") else [message]
+        rids = [rid_of(m) for m in members]
+        self.lease.requeue(self.abandon(rids))
+        finished = [(m, self.release_ops(m)) for m in members]
+        for member in rids:
+            self.plans.pop(member, None)
+        if finished:
+            self.finish_all(finished)
+        # This is their ack: nothing else would take them out of `acked`, where FINISH put them.
+        self.acked.difference_update(rids)
+
     def nack(self, message: dramatiq.Message[Any]) -> None:
         """dramatiq rejected ``message`` (its actor raised past our error handling, or is unknown): move it
         to the dead letters and release the conversation lanes its units hold, in one FINISH."""

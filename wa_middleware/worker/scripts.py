@@ -72,12 +72,16 @@ def _include(match: re.Match[str]) -> str:
     return _MARKS.sub(constants, source)
 
 
+def _source(name: str) -> str:
+    return (Path(__file__).parent / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
 def load(name: str, *, flags: bool = True) -> str:
     """The source of ``lua/<name>.lua`` with its bindings generated.
 
     :param flags: keep the ``#!lua flags=...`` line (Redis 7 and later); without it, for older servers.
     """
-    source = (Path(__file__).parent / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+    source = _source(name)
     if not flags and source.startswith("#!"):
         source = source.split("\n", 1)[1]
     source = _INCLUDE.sub(_include, source)
@@ -85,9 +89,8 @@ def load(name: str, *, flags: bool = True) -> str:
 
 
 NAMES = ("peek", "plan", "finish", "recover", "requeue")
-#: The scripts whose arguments travel packed (`finish.pack`): those with records, called per fetch and
-#: per finished work item.
-PACKED = frozenset({"plan", "finish"})
+#: The scripts whose arguments travel packed (`finish.pack`): those whose source says ``--@packed``.
+PACKED = frozenset(name for name in NAMES if _PACKED.search(_source(name)))
 PEEK = load("peek")
 PLAN = load("plan")
 FINISH = load("finish")
@@ -121,13 +124,10 @@ class Scripts:
             if self._scripts is None:
                 version = str(self.client.info("server").get("redis_version", "0"))
                 flags = int(version.split(".", 1)[0] or 0) >= 7
-                self._scripts = {}
-                for name in NAMES:
-                    source = load(name, flags=flags)
-                    packed = name in PACKED
-                    self._scripts[name] = (
-                        _Packed(self.client, source) if packed else self.client.register_script(source)
-                    )
+                self._scripts = {
+                    name: (_Packed if name in PACKED else Script)(self.client, load(name, flags=flags))
+                    for name in NAMES
+                }
             return self._scripts
 
     def __getattr__(self, name: str) -> Any:

@@ -6,9 +6,10 @@
 -- KEYS: queue, messages hash, stats, units, dead letters, dead messages hash, heartbeats, retries,
 -- the done-marks' prefix.
 -- ARGV (packed: finish.pack's msgpack array in ARGV[1], unpacked below; each ``data`` field in a
--- slot of its own after it): now ms (the dead letters' time), ttl ms, then per message its FINISH_MESSAGE record (as
--- wa_middleware/worker/finish.py names its fields: the redis id to ack, "" for none; the acks of
--- the process that took it; that process's broker id; take, "1" or "0"; the number of operations)
+-- slot of its own after it): now ms (the dead letters' time), ttl ms, then per message its
+-- FINISH_MESSAGE record (as wa_middleware/worker/finish.py names its fields: the redis id to ack,
+-- "" for none; the acks of the process that took it; that process's broker id; take, "1" or "0";
+-- the number of operations)
 -- followed by its operations, each an op code and its fields as finish.py's OPS names them (the
 -- bindings below are generated from those tables):
 --   done   the unit ran (or needs no run): its claim gives way to a done-mark (or "d" without one)
@@ -132,7 +133,7 @@ while i <= #ARGV do
         if redis.call("lindex", lane, 0) == uid then
           move_on(lane, acks, take, taken)
         else
-          -- Behind others: out of the lane, with its stored message (its turn would find nothing to run).
+          -- Behind others: out of the lane, with its stored message (its turn would run nothing).
           redis.call("lrem", lane, 1, uid)
           redis.call("hdel", units, uid)
         end

@@ -5,9 +5,10 @@
 -- KEYS: queue, acks (of this worker process), heartbeats, stats, units, epoch marker, the
 -- done-marks' prefix (marks.py: a unit done has no claim left in its hash, but a done-mark).
 -- ARGV (packed: finish.pack's msgpack array in ARGV[1], unpacked below): broker id, ttl ms, pop
--- ("1": take from the queue head, "0": plan only), fresh ("1": the broker id is new, register it), the epoch marker's value as this process first saw it ("" if
--- not seen yet), then per message its fields as wa_middleware/worker/finish.py's PLAN_MESSAGE
--- names them (``stale``: "" or marks.progress_arg's), and:
+-- ("1": take from the queue head, "0": plan only), fresh ("1": the broker id is new, register it),
+-- the epoch marker's value as this process first saw it ("" if not seen yet), then per message its
+-- fields as wa_middleware/worker/finish.py's PLAN_MESSAGE names them (``stale``: "" or
+-- marks.progress_arg's), and:
 --   n >= 0 (a delivery): n units, each as PLAN_UNIT names them
 --   n == -1 (a unit's own message): one PLAN_OWN record
 -- A unit whose ``after`` is the unit right ahead of it in its lane, when that one was claimed to run
